@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny BEIR dataset and a tiny random BERT, both built offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dualist.testing import make_tiny_beir, make_tiny_bert
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DUALIST_NO_PROGRESS", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_beir(tmp_path_factory) -> Path:
+    """A small BEIR folder: 48 docs, 48 queries over 8 topics, train/dev/test qrels."""
+    return make_tiny_beir(tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A local 2-layer, 32-wide random BERT with its tokenizer (a valid model path)."""
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real BEIR datasets beside the checkout; tests that need them skip when absent."""
+    if not SHARED_DATA.exists():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
