@@ -1,0 +1,29 @@
+"""Evaluation: trec_eval-compatible ranking metrics and paired significance tests (DESIGN.md §4).
+
+>>> from dualist.evaluation import evaluate
+>>> print(evaluate({"q1": {"d1": 1}}, {"q1": {"d1": 0.3, "d2": 0.9}}, ["mrr@10", "ndcg@10"]))
+metric   value
+mrr@10  0.5000
+ndcg@10 0.6309
+(1 query)
+"""
+
+from __future__ import annotations
+
+from .metrics import DEFAULT_METRICS, SUPPORTED_METRICS, EvalResult, Metric, evaluate, parse_metric, rank_documents
+from .significance import Comparison, ComparisonRow, PairedTestResult, compare, paired_test
+
+__all__ = [
+    "evaluate",
+    "EvalResult",
+    "Metric",
+    "parse_metric",
+    "rank_documents",
+    "DEFAULT_METRICS",
+    "SUPPORTED_METRICS",
+    "paired_test",
+    "PairedTestResult",
+    "compare",
+    "Comparison",
+    "ComparisonRow",
+]
