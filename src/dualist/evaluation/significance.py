@@ -135,7 +135,10 @@ class Comparison:
             delta = "-" if r.p_value is None else f"{r.delta:+.{digits}f}"
             body.append([r.name, f"{r.mean:.{digits}f}", delta, p])
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(4)]
-        fmt = lambda row: "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])  # noqa: E731
+
+        def fmt(row: list[str]) -> str:
+            return "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
+
         title = f"{self.metric}: paired {self.method} test vs {self.baseline} (* p < {self.alpha})"
         return "\n".join([title, fmt(head), *map(fmt, body)])
 
