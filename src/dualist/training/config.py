@@ -1,0 +1,69 @@
+"""Training settings shared by the teacher (cross-encoder) and the student (dual-encoder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dualist.config import opt
+from dualist.errors import ConfigError
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimisation, examples (negatives), checkpoints and logging.
+
+    One config for both models; :func:`dualist.training.train_loop` reads the optimisation and
+    checkpoint fields, :class:`dualist.training.ExampleSource` the example fields.
+    """
+
+    epochs: int = opt(1, "passes over the training queries (ignored when max_steps is set)")
+    max_steps: int | None = opt(None, "optimizer steps to take; overrides epochs")
+    batch_size: int = opt(16, "training examples (queries) per micro-batch")
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
+    lr: float = opt(2e-5, "peak learning rate (AdamW)")
+    weight_decay: float = opt(0.01, "AdamW weight decay; never applied to biases and LayerNorm weights")
+    warmup_ratio: float = opt(0.1, "fraction of the optimizer steps spent warming the lr up linearly")
+    max_grad_norm: float = opt(1.0, "clip the gradient to this global norm (<= 0: no clipping)")
+    seed: int = opt(42, "seed for initialisation, negatives sampling, batch order and dropout")
+    num_negatives: int = opt(7, "negatives per training example (columns 1..N of the score matrix)")
+    negatives: Literal["top", "range"] = opt(
+        "range", "top: the N best-ranked non-relevant candidates; range: N sampled from ranks "
+                 "neg_rank_min..neg_rank_max, re-sampled every epoch")
+    neg_rank_min: int = opt(1, "best candidate rank negatives may come from (1-based)")
+    neg_rank_max: int = opt(100, "worst candidate rank negatives may come from")
+    positives: Literal["all", "first"] = opt(
+        "all", "all: one example per (query, positive) pair; first: one per query, with its "
+               "highest-graded positive")
+    in_batch_negatives: bool = opt(False, "also score every query against the other queries' documents "
+                                          "(dual-encoder, one-hot loss only)")
+    checkpoint_every: int = opt(0, "checkpoint every N optimizer steps (0: only at each epoch end)")
+    keep_checkpoints: int = opt(2, "step checkpoints to keep, newest first (0: keep all)")
+    log_every: int = opt(10, "log the running loss every N optimizer steps")
+    amp: Literal["auto", "off", "bf16", "fp16"] = opt(
+        "auto", "mixed precision: auto = bf16 on CUDA, off on CPU")
+    device: str = opt("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
+    probe_every: int = opt(0, "run the probes every N optimizer steps (0: only at the start and the end)")
+    select_metric: str = opt("ndcg@10", "eval_fn metric (higher is better) that picks the best checkpoint")
+
+    def __post_init__(self) -> None:
+        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "num_negatives": self.num_negatives, "epochs": self.epochs,
+                    "neg_rank_min": self.neg_rank_min}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.neg_rank_max < self.neg_rank_min:
+            raise ConfigError(f"train.neg_rank_max ({self.neg_rank_max}) is below "
+                              f"train.neg_rank_min ({self.neg_rank_min})")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        for name in ("checkpoint_every", "keep_checkpoints", "probe_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")

@@ -1,0 +1,265 @@
+"""The teacher score cache: cross-encoder scores of (query, candidate) pairs, computed once, on disk.
+
+Distillation needs the teacher's score for every (query, document) pair a student batch can hold:
+each training query's top-``depth`` candidates plus its positives. Scoring them is the slow part of
+distillation, so :func:`score_candidates` does it once and keeps the result as a Parquet file with
+columns ``qid, did, score``:
+
+- **resumable**: pairs are scored in shards of ``shard_size`` written to ``<out>.parts/``; a restart
+  skips the shards already there, and the merged file replaces ``<out>`` atomically at the end;
+- **checked**: the file's Parquet metadata (key ``dualist``) records what it was made from — the
+  teacher's fingerprint (:func:`dualist._io.fingerprint_files` over the files ``save_pretrained``
+  writes), the candidate run's fingerprint, ``depth``, the positives — and a cache made from other
+  inputs raises :class:`~dualist.errors.StaleArtifactError` instead of silently training on it.
+
+:class:`TeacherScores` is the loaded cache: ``lookup(qid, did)``, ``as_dict()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dualist._io import fingerprint_files, fingerprint_obj, progress, read_json, write_json
+from dualist.data.trec import rank_docs
+from dualist.errors import DualistError, StaleArtifactError
+
+__all__ = ["TeacherScores", "MissingScoreError", "score_candidates", "candidate_pairs", "teacher_fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+META_KEY = b"dualist"
+# what each fingerprint entry means, for the stale-cache message
+_WHAT = {"teacher": "teacher model", "candidates": "candidate run", "depth": "depth",
+         "positives": "positives (qrels of the split)", "split": "split"}
+
+
+class MissingScoreError(DualistError, KeyError):
+    """A (query, document) pair that the teacher score cache does not hold."""
+
+    def __str__(self) -> str:  # KeyError's str() would print the message as a quoted repr
+        return str(self.args[0])
+
+
+class TeacherScores:
+    """Teacher scores of (query, document) pairs, usually loaded from a :func:`score_candidates` file.
+
+    Build one from a dict for tests or custom pipelines:
+
+    >>> ts = TeacherScores({"q1": {"d1": 2.5, "d2": -1.0}})
+    >>> ts.lookup("q1", "d1"), len(ts), ("q1", "d2") in ts
+    (2.5, 2, True)
+    >>> ts.lookup("q1", "d9")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dualist.training.scoring.MissingScoreError: no teacher score for query 'q1' and document 'd9'...
+    """
+
+    def __init__(self, scores: Mapping[str, Mapping[str, float]], *, meta: dict[str, Any] | None = None,
+                 path: str | Path | None = None):
+        self._scores = {q: {d: float(s) for d, s in docs.items()} for q, docs in scores.items()}
+        self.meta = dict(meta or {})
+        self.path = Path(path) if path is not None else None
+
+    @property
+    def fingerprint(self) -> str:
+        """One hash of the inputs the scores were made from (of the scores themselves when unknown)."""
+        inputs = {k: self.meta.get(k) for k in _WHAT} if self.meta else self._scores
+        return fingerprint_obj(inputs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TeacherScores:
+        """Read a cache written by :func:`score_candidates`."""
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"teacher scores {path} do not exist; make them with "
+                                    "`dualist score-teacher` (dualist.training.score_candidates)")
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(META_KEY)
+        meta = json.loads(raw) if raw else {}
+        scores: dict[str, dict[str, float]] = {}
+        for q, d, s in zip(table.column("qid").to_pylist(), table.column("did").to_pylist(),
+                           table.column("score").to_pylist()):
+            scores.setdefault(q, {})[d] = s
+        return cls(scores, meta=meta, path=path)
+
+    def lookup(self, qid: str, did: str) -> float:
+        """The teacher's score of document ``did`` for query ``qid``; :class:`MissingScoreError` if absent."""
+        try:
+            return self._scores[qid][did]
+        except KeyError:
+            raise MissingScoreError(self._missing_message(qid, did)) from None
+
+    def _missing_message(self, qid: str, did: str) -> str:
+        where = f" in {self.path}" if self.path else ""
+        if qid not in self._scores:
+            why = "that query was not scored at all (was the cache made for another split or candidate run?)"
+        else:
+            depth = self.meta.get("depth")
+            held = f"its top-{depth} candidates" if depth else "its candidates"
+            plus = " plus its positives" if self.meta.get("positives") else ""
+            why = (f"the cache holds {len(self._scores[qid])} documents for that query ({held}{plus}); "
+                   "re-score with a larger depth, or sample negatives only from the ranks that were scored")
+        return f"no teacher score for query {qid!r} and document {did!r}{where}: {why}"
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """A copy of the scores as a run: ``{qid: {did: score}}``."""
+        return {q: dict(docs) for q, docs in self._scores.items()}
+
+    def __len__(self) -> int:
+        return sum(len(docs) for docs in self._scores.values())
+
+    def __contains__(self, pair: object) -> bool:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            return False
+        qid, did = pair
+        return did in self._scores.get(qid, {})
+
+    def __repr__(self) -> str:
+        return f"TeacherScores(queries={len(self._scores)}, pairs={len(self)}, path={self.path})"
+
+
+def candidate_pairs(dataset: Any, split: str, run: Mapping[str, Mapping[str, float]], *,
+                    depth: int | None = None, include_positives: bool = True) -> list[tuple[str, str]]:
+    """The (qid, did) pairs to score: each query's top-``depth`` candidates, then its positives.
+
+    Queries are those of ``split`` that the run has, sorted; candidates are ranked in trec_eval order
+    (:func:`dualist.data.rank_docs`, as :func:`dualist.candidates.sample_negatives` ranks them, so
+    "top-``depth``" here and "ranks 1..depth" there are the same documents). Each pair appears once.
+    """
+    queries = dataset.queries_for(split)
+    qrels = dataset.qrels_for(split) if include_positives else {}
+    pairs = []
+    for qid in sorted(q for q in run if q in queries):
+        ranked = rank_docs(run[qid])
+        docs = [d for d, _ in (ranked if depth is None else ranked[:depth])]
+        docs += [d for d, rel in qrels.get(qid, {}).items() if rel > 0]
+        seen = set()
+        for d in docs:
+            if d not in seen and d in dataset.corpus:
+                seen.add(d)
+                pairs.append((qid, d))
+    return pairs
+
+
+def teacher_fingerprint(teacher: Any) -> str:
+    """Hash of the files ``teacher.save_pretrained`` writes: the same weights give the same hash."""
+    with tempfile.TemporaryDirectory(prefix="dualist-teacher-") as tmp:
+        teacher.save_pretrained(tmp)
+        return fingerprint_files([tmp])
+
+
+def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, Mapping[str, float]],
+                     out_path: str | Path, *, depth: int | None = None, batch_size: int = 64,
+                     include_positives: bool = True, show_progress: bool | None = None,
+                     shard_size: int = 2048, force: bool = False,
+                     teacher_path: str | Path | None = None) -> TeacherScores:
+    """Score every candidate pair of ``split`` with the cross-encoder ``teacher``; cache as Parquet.
+
+    Args:
+        teacher: a :class:`~dualist.models.CrossEncoder` (``score`` and ``save_pretrained``).
+        run: the candidates, ``{qid: {did: score}}`` (e.g. BM25 top-100 of the training queries).
+        out_path: the Parquet file; an up-to-date one is loaded instead of re-scored.
+        depth: score each query's top-``depth`` candidates (None: all of them).
+        include_positives: also score each query's relevant documents (the students' column 0).
+        shard_size: pairs per resumable shard under ``<out_path>.parts/``.
+        force: replace a cache made from other inputs instead of raising.
+        teacher_path: where the teacher was loaded from; recorded for readers (the fingerprint is
+            always computed from the model itself, so a folder and a loaded model agree).
+
+    Raises:
+        StaleArtifactError: ``out_path`` was made with another teacher, candidate run, depth, split or
+            positives, and ``force`` is False.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_path = Path(out_path)
+    pairs = candidate_pairs(dataset, split, run, depth=depth, include_positives=include_positives)
+    split_queries = dataset.queries_for(split)
+    ranked_run = {q: [d for d, _ in rank_docs(run[q])] for q in sorted(run) if q in split_queries}
+    qrels = dataset.qrels_for(split)
+    meta = {
+        "teacher": teacher_fingerprint(teacher),
+        "candidates": fingerprint_obj(ranked_run),
+        "depth": depth,
+        "positives": fingerprint_obj({q: sorted(d for d, r in qrels[q].items() if r > 0) for q in sorted(qrels)})
+        if include_positives else None,
+        "split": split,
+        "pairs": len(pairs),
+        "teacher_path": str(teacher_path) if teacher_path is not None else None,
+    }
+
+    # -- an existing cache: use it when it matches, refuse it when it does not
+    if out_path.exists():
+        cached = TeacherScores.load(out_path)
+        changed = [k for k in _WHAT if cached.meta.get(k) != meta[k]]
+        if not changed:
+            logger.info("teacher scores up to date: %s (%d pairs)", out_path, len(cached))
+            return cached
+        diff = "; ".join(f"{_WHAT[k]}: {cached.meta.get(k)!r} in the file, {meta[k]!r} now" for k in changed)
+        if not force:
+            raise StaleArtifactError(
+                f"{out_path} holds teacher scores made from other inputs ({diff}). Delete the file, or pass "
+                "--force (force=True) to score again.")
+        logger.warning("re-scoring %s (%s)", out_path, diff)
+
+    # -- score shard by shard; a shard on disk is finished work
+    parts = out_path.with_name(out_path.name + ".parts")
+    parts_meta = {k: meta[k] for k in (*_WHAT, "pairs")} | {"shard_size": shard_size}
+    if parts.exists() and (not (parts / "inputs.json").exists() or read_json(parts / "inputs.json") != parts_meta):
+        logger.info("discarding partial scores in %s: they were made from other inputs", parts)
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    write_json(parts / "inputs.json", parts_meta)
+    shards = [pairs[i:i + shard_size] for i in range(0, len(pairs), shard_size)]
+    shard_paths = [parts / f"shard-{k:05d}.parquet" for k in range(len(shards))]
+    done = sum(len(s) for s, p in zip(shards, shard_paths) if p.exists())
+    disable = None if show_progress is None else not show_progress
+    with progress(total=len(pairs), initial=done, desc="teacher scores", unit="pair", disable=disable) as bar:
+        for shard, shard_path in zip(shards, shard_paths):
+            if shard_path.exists():
+                continue
+            queries = [dataset.queries[q] for q, _ in shard]
+            docs = [dataset.doc_text(d) for _, d in shard]
+            scores = [float(s) for s in teacher.score(queries, docs, batch_size=batch_size, show_progress=False)]
+            if len(scores) != len(shard):
+                raise RuntimeError(f"teacher.score returned {len(scores)} scores for {len(shard)} pairs")
+            table = pa.table({"qid": [q for q, _ in shard], "did": [d for _, d in shard],
+                              "score": pa.array(scores, type=pa.float32())})
+            _write_parquet(table, shard_path)
+            bar.update(len(shard))
+
+    # -- merge the shards into one file, with what it was made from in its metadata
+    schema = pa.schema([("qid", pa.string()), ("did", pa.string()), ("score", pa.float32())])
+    tables = [pq.read_table(p) for p in shard_paths]
+    merged = pa.concat_tables(tables) if tables else schema.empty_table()
+    merged = merged.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+    _write_parquet(merged, out_path)
+    shutil.rmtree(parts)
+    logger.info("wrote %s: %d teacher scores", out_path, merged.num_rows)
+    return TeacherScores.load(out_path)
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    """Write to a temporary sibling and rename: a Parquet file on disk is always complete."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,72 @@
+"""Train the cross-attention teacher: listwise softmax CE over (positive + N BM25 negatives) per query."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dualist._io import fingerprint_obj
+from dualist.data.trec import rank_docs
+from dualist.errors import ConfigError
+from dualist.training.config import TrainConfig
+from dualist.training.examples import Batch, ExampleSource
+from dualist.training.loop import seed_everything, train_loop
+
+__all__ = ["train_teacher", "teacher_step"]
+
+logger = logging.getLogger(__name__)
+
+
+def teacher_step(model: Any, batch: Batch, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Score all ``B * (1 + N)`` (query, document) pairs jointly, reshape to ``(B, 1 + N)``, take the loss."""
+    B, C = batch.shape
+    queries = [q for q in batch.queries for _ in range(C)]
+    docs = [d for row in batch.docs for d in row]
+    scores = model(queries, docs).view(B, C)
+    return loss_fn(scores)
+
+
+def train_teacher(dataset: Any, split: str, candidates_run: Mapping[str, Mapping[str, float]],
+                  model_config: Any, train_config: TrainConfig, out_dir: str | Path, *,
+                  eval_fn: Callable[[Any], dict[str, float]] | None = None,
+                  probes: Sequence[Callable[[Any, int], dict[str, Any]]] = (),
+                  resume: bool = False) -> Path:
+    """Fine-tune a :class:`~dualist.models.CrossEncoder` on ``split`` and return the model folder.
+
+    Each example is a query with one positive and ``num_negatives`` negatives from
+    ``candidates_run`` (see :mod:`dualist.training.examples`); the loss is the one-hot softmax
+    cross-entropy (paper Eq. 1) over the ``1 + N`` cross-encoder scores.
+
+    Returns ``out_dir/model`` (the best checkpoint on ``eval_fn``, else the final one); see
+    :func:`dualist.training.train_loop` for the rest of ``out_dir``.
+    """
+    from dualist.losses import build_loss
+    from dualist.models import CrossEncoder
+
+    if train_config.in_batch_negatives:
+        raise ConfigError("train.in_batch_negatives is for dual encoders: a cross-encoder would have to "
+                          "run B x B x C extra (query, document) pairs; turn it off for the teacher")
+    seed_everything(train_config.seed)  # the fresh scoring head is initialised from the seed
+    model = CrossEncoder(model_config)
+    loss_fn = build_loss("onehot")
+    source = ExampleSource(dataset, split, candidates_run, train_config)
+    logger.info("teacher: %d examples, %d batches per epoch", source.num_examples, source.num_batches)
+
+    def step_fn(model: Any, batch: Batch) -> torch.Tensor:
+        return teacher_step(model, batch, loss_fn)
+
+    meta = {"stage": "train-teacher", "config": {"model": model_config, "loss": "onehot"},
+            "inputs": {"split": split, "candidates": fingerprint_obj(_run_ids(candidates_run))}}
+    result = train_loop(model, source.batches, step_fn, train_config, out_dir,
+                        steps_per_epoch=source.num_batches, eval_fn=eval_fn, probes=probes, resume=resume,
+                        meta=meta)
+    return result.model_dir
+
+
+def _run_ids(run: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
+    """The candidates in rank order: what a run contributes to training, for its fingerprint."""
+    return {q: [d for d, _ in rank_docs(docs)] for q, docs in sorted(run.items())}

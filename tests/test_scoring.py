@@ -1,0 +1,146 @@
+"""The teacher score cache: round trip, resumable shards, stale-cache detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from dualist.candidates import bm25_run
+from dualist.data import load_beir, rank_docs
+from dualist.errors import StaleArtifactError
+from dualist.training import MissingScoreError, TeacherScores, candidate_pairs, score_candidates
+from dualist.training.scoring import teacher_fingerprint
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models gain nothing from threads, and on a shared, loaded machine OpenMP threads that
+    # spin-wait for each other make every step ~100x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class FakeTeacher:
+    """Scores by word overlap (+ a per-version offset); counts the pairs it scores; can fail on purpose."""
+
+    def __init__(self, version: str = "v1", fail_on_call: int | None = None):
+        self.version = version
+        self.fail_on_call = fail_on_call
+        self.calls = 0
+        self.pairs = 0
+
+    def score(self, queries, docs, batch_size=64, show_progress=None):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt("simulated kill")
+        self.pairs += len(queries)
+        offset = 10.0 if self.version == "v1" else 20.0
+        return torch.tensor([offset + len(set(q.split()) & set(d.lower().split())) + len(d) / 1000
+                             for q, d in zip(queries, docs)]).numpy()
+
+    def save_pretrained(self, path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "weights.txt").write_text(self.version)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_beir):
+    ds = load_beir(tiny_beir)
+    return ds, bm25_run(ds, "train", k=20)
+
+
+def test_round_trip_and_cache_hit(data, tmp_path):
+    ds, run = data
+    out = tmp_path / "scores" / "train.teacher.parquet"
+    teacher = FakeTeacher()
+    scores = score_candidates(teacher, ds, "train", run, out, depth=3, shard_size=10)
+    qrels = ds.qrels_for("train")
+    expected = {(q, d) for q in run for d, _ in rank_docs(run[q])[:3]} | {
+        (q, d) for q in run for d, rel in qrels[q].items() if rel > 0}
+    assert {(q, d) for q, docs in scores.as_dict().items() for d in docs} == expected
+    assert len(scores) == teacher.pairs == len(expected)
+    table = pq.read_table(out)
+    assert table.column_names == ["qid", "did", "score"] and table.num_rows == len(expected)
+    q, d = table.column("qid")[0].as_py(), table.column("did")[0].as_py()
+    want = float(FakeTeacher().score([ds.queries[q]], [ds.doc_text(d)])[0])
+    assert scores.lookup(q, d) == pytest.approx(want, rel=1e-6)
+    assert scores.meta["depth"] == 3 and scores.meta["split"] == "train"
+    loaded = TeacherScores.load(out)
+    assert loaded.as_dict() == scores.as_dict() and loaded.fingerprint == scores.fingerprint
+    assert not out.with_name(out.name + ".parts").exists()
+    # up to date: loaded, not scored again
+    again = FakeTeacher()
+    assert score_candidates(again, ds, "train", run, out, depth=3, shard_size=10).as_dict() == scores.as_dict()
+    assert again.pairs == 0
+
+
+def test_resume_after_a_kill_skips_finished_shards(data, tmp_path):
+    ds, run = data
+    out = tmp_path / "s.parquet"
+    total = len(candidate_pairs(ds, "train", run, depth=4))
+    with pytest.raises(KeyboardInterrupt):
+        score_candidates(FakeTeacher(fail_on_call=4), ds, "train", run, out, depth=4, shard_size=16)
+    parts = out.with_name(out.name + ".parts")
+    assert not out.exists() and len(list(parts.glob("shard-*.parquet"))) == 3
+    second = FakeTeacher()
+    resumed = score_candidates(second, ds, "train", run, out, depth=4, shard_size=16)
+    assert second.pairs == total - 3 * 16
+    reference = score_candidates(FakeTeacher(), ds, "train", run, tmp_path / "ref.parquet", depth=4, shard_size=16)
+    assert resumed.as_dict() == reference.as_dict()
+    assert not parts.exists()
+
+
+def test_partial_shards_of_other_inputs_are_discarded(data, tmp_path):
+    ds, run = data
+    out = tmp_path / "s.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        score_candidates(FakeTeacher("v1", fail_on_call=2), ds, "train", run, out, depth=4, shard_size=16)
+    v2 = FakeTeacher("v2")
+    scores = score_candidates(v2, ds, "train", run, out, depth=4, shard_size=16)
+    assert v2.pairs == len(scores)  # nothing reused from v1's shard
+    assert min(scores.as_dict()["q000"].values()) >= 20.0
+
+
+def test_a_cache_from_another_teacher_or_candidate_set_is_stale(data, tmp_path):
+    ds, run = data
+    out = tmp_path / "s.parquet"
+    score_candidates(FakeTeacher("v1"), ds, "train", run, out, depth=4)
+    with pytest.raises(StaleArtifactError, match=r"teacher model.*Delete the file, or pass --force"):
+        score_candidates(FakeTeacher("v2"), ds, "train", run, out, depth=4)
+    with pytest.raises(StaleArtifactError, match=r"depth: 4 in the file, 5 now"):
+        score_candidates(FakeTeacher("v1"), ds, "train", run, out, depth=5)
+    other_run = {q: dict(list(docs.items())[:-1]) for q, docs in run.items()}
+    with pytest.raises(StaleArtifactError, match=r"candidate run"):
+        score_candidates(FakeTeacher("v1"), ds, "train", other_run, out, depth=4)
+    forced = score_candidates(FakeTeacher("v2"), ds, "train", run, out, depth=4, force=True)
+    assert min(forced.as_dict()["q000"].values()) >= 20.0
+    assert TeacherScores.load(out).meta["teacher"] == forced.meta["teacher"]
+
+
+def test_missing_pair_says_why(data, tmp_path):
+    ds, run = data
+    scores = score_candidates(FakeTeacher(), ds, "train", run, tmp_path / "s.parquet", depth=2)
+    deep = next(d for d, _ in rank_docs(run["q000"])[2:] if ds.qrels_for("train")["q000"].get(d, 0) <= 0)
+    with pytest.raises(KeyError, match=rf"'q000' and document '{deep}'.*top-2 candidates plus its positives"):
+        scores.lookup("q000", deep)
+    with pytest.raises(MissingScoreError, match="not scored at all"):
+        scores.lookup("q999", deep)
+
+
+def test_teacher_fingerprint_is_the_same_for_a_model_and_its_saved_folder(tiny_bert, tmp_path):
+    from dualist.models import CrossEncoder, CrossEncoderConfig
+
+    torch.manual_seed(0)
+    teacher = CrossEncoder(CrossEncoderConfig(model=str(tiny_bert), max_length=32))
+    fp = teacher_fingerprint(teacher)
+    assert teacher_fingerprint(teacher) == fp
+    teacher.save_pretrained(tmp_path / "t")
+    assert teacher_fingerprint(CrossEncoder.from_pretrained(tmp_path / "t")) == fp
+    with torch.no_grad():
+        next(teacher.parameters()).add_(1e-3)
+    assert teacher_fingerprint(teacher) != fp

@@ -1,0 +1,305 @@
+"""The training loop on a toy model: schedule, resume, determinism, accumulation, checkpoints, best model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dualist._io import read_json, read_meta, write_json
+from dualist.errors import ConfigError, StaleArtifactError
+from dualist.training import TrainConfig, latest_checkpoint, lr_at, train_loop, warmup_steps_for
+
+N, C, DIM = 24, 4, 8  # examples, candidates per example, features
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models gain nothing from threads, and on a shared, loaded machine OpenMP threads that
+    # spin-wait for each other make every step ~100x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Toy(nn.Module):
+    """A tiny scorer with a LayerNorm (no weight decay) and dropout (exercises the RNG state)."""
+
+    def __init__(self, dropout: float = 0.1):
+        super().__init__()
+        self.proj = nn.Linear(DIM, 16)
+        self.norm = nn.LayerNorm(16)
+        self.drop = nn.Dropout(dropout)
+        # no bias: softmax over candidates ignores a shift, so its gradient would be pure rounding noise
+        # (which Adam's first step blows up to +-lr)
+        self.out = nn.Linear(16, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(torch.relu(self.norm(self.proj(x))))).squeeze(-1)
+
+    def save_pretrained(self, path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_file(self.state_dict(), str(Path(path) / "model.safetensors"))
+        write_json(Path(path) / "config.json", {"dropout": self.drop.p})
+
+    @classmethod
+    def from_pretrained(cls, path) -> Toy:
+        model = cls(read_json(Path(path) / "config.json")["dropout"])
+        model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+        return model
+
+
+# fixed data: the positive (column 0) has a higher first feature
+_g = torch.Generator().manual_seed(0)
+X = torch.randn(N, C, DIM, generator=_g)
+X[:, 0, 0] += 2.0
+
+
+def make_batches(batch_size: int, seed: int = 0):
+    """Batches of an epoch: a pure function of (seed, epoch), as train_loop requires."""
+    def batches(epoch: int):
+        order = np.random.default_rng([seed, epoch]).permutation(N)
+        for start in range(0, N, batch_size):
+            yield X[torch.from_numpy(order[start:start + batch_size])]
+    return batches
+
+
+def step_fn(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    scores = model(batch)  # (B, C)
+    return nn.functional.cross_entropy(scores, torch.zeros(len(batch), dtype=torch.long))
+
+
+def run(out: Path, *, dropout: float = 0.1, crash_at_call: int | None = None, loop: dict | None = None,
+        resume: bool = False, **cfg) -> tuple[Toy, object]:
+    """Train a fresh toy model (seeded) with TrainConfig(**cfg) and train_loop(**loop); optionally raise
+    inside the n-th step_fn call, as a kill would."""
+    cfg = {"lr": 0.05, "batch_size": 4, "device": "cpu", "warmup_ratio": 0.2, **cfg}
+    config = TrainConfig(**cfg)
+    torch.manual_seed(config.seed)
+    model = Toy(dropout)
+    calls = [0]
+
+    def fn(model, batch):
+        calls[0] += 1
+        if crash_at_call is not None and calls[0] == crash_at_call:
+            raise KeyboardInterrupt("simulated kill")
+        return step_fn(model, batch)
+
+    result = train_loop(model, make_batches(config.batch_size), fn, config, out,
+                        steps_per_epoch=math.ceil(N / config.batch_size), resume=resume, **(loop or {}))
+    return model, result
+
+
+def metrics(out: Path, drop=("elapsed_s",)) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def same_weights(a: nn.Module, b: nn.Module, atol: float = 0.0) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], atol=atol, rtol=0) for k in sa)
+
+
+# ------------------------------------------------------------------------------------------- schedule
+def test_lr_schedule_by_hand():
+    # 10 steps, 2 of warmup, peak 1.0: 1/2, 2/2, then (10 - s) / 8 for s = 2..9
+    got = [lr_at(s, 10, 1.0, 2) for s in range(10)]
+    want = [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    assert got == pytest.approx(want)
+    assert lr_at(10, 10, 1.0, 2) == 0.0 and lr_at(50, 10, 1.0, 2) == 0.0
+    assert [lr_at(s, 4, 2.0, 0) for s in range(4)] == pytest.approx([2.0, 1.5, 1.0, 0.5])  # no warmup
+    assert warmup_steps_for(30, 0.1) == 3 and warmup_steps_for(9, 0.1) == 1 and warmup_steps_for(9, 0.0) == 0
+
+
+def test_metrics_log_one_row_per_optimizer_step_with_the_schedule(tmp_path):
+    _, result = run(tmp_path, epochs=2, grad_accum=2)  # 6 micro-batches -> 3 steps per epoch
+    rows = metrics(tmp_path, drop=())
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and [r["epoch"] for r in rows] == [0, 0, 0, 1, 1, 1]
+    assert set(rows[0]) == {"step", "epoch", "loss", "lr", "grad_norm", "elapsed_s"}
+    warmup = warmup_steps_for(6, 0.2)
+    assert [r["lr"] for r in rows] == pytest.approx([lr_at(s, 6, 0.05, warmup) for s in range(6)])
+    assert result.steps == 6 and result.model_dir == tmp_path / "model"
+    meta = read_meta(tmp_path)
+    assert meta["stage"] == "train" and meta["config"]["train"]["grad_accum"] == 2
+    assert meta["status"] == "done" and meta["resolved"]["total_steps"] == 6
+
+
+def test_the_loss_goes_down(tmp_path):
+    run(tmp_path, epochs=6, dropout=0.0)
+    losses = [r["loss"] for r in metrics(tmp_path)]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_weight_decay_spares_biases_and_layernorm(tmp_path):
+    from dualist.training.loop import _build_optimizer
+
+    model = Toy()
+    groups = _build_optimizer(model, TrainConfig(weight_decay=0.1)).param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model.proj.weight), id(model.out.weight)}
+
+
+# ------------------------------------------------------------------------------------ resume & determinism
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    # 6 micro-batches x accum 2 = 3 steps per epoch, 3 epochs = 9 steps; checkpoints at 2, 3, 4, 6, 8, 9.
+    cfg = {"epochs": 3, "grad_accum": 2, "checkpoint_every": 2, "probe_every": 2, "keep_checkpoints": 2}
+    loop = {"probes": [lambda m, step: {"w": float(m.out.weight.sum())}],
+            "eval_fn": lambda m: {"ndcg@10": float(m.norm.bias.sum())}}
+    full, _ = run(tmp_path / "full", loop=loop, **cfg)
+    # killed while computing step 6 (call 11 = its first micro-batch): step 5 was logged, the newest
+    # checkpoint is step 4, in the middle of epoch 1, so resuming must skip that epoch's first 2 batches
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", crash_at_call=11, loop=loop, **cfg)
+    assert latest_checkpoint(tmp_path / "cut").name == "step-4"
+    assert read_json(tmp_path / "cut/checkpoints/step-4/trainer_state.json")["batch_in_epoch"] == 2
+    assert [r["step"] for r in metrics(tmp_path / "cut")] == [1, 2, 3, 4, 5]
+    resumed, result = run(tmp_path / "cut", resume=True, loop=loop, **cfg)
+    assert result.steps == 9
+    assert same_weights(full, resumed, atol=1e-6)
+    assert metrics(tmp_path / "full") == metrics(tmp_path / "cut")  # step 5 rewritten, not duplicated
+    for name in ("probes.jsonl", "eval.jsonl"):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "cut" / name).read_text()
+    # the saved models agree too
+    assert same_weights(Toy.from_pretrained(tmp_path / "full/final"), Toy.from_pretrained(tmp_path / "cut/final"))
+
+
+def test_resume_past_the_end_extends_training(tmp_path):
+    """max_steps then resume with more steps: same data order, the schedule is recomputed for the new end."""
+    run(tmp_path, max_steps=3, checkpoint_every=3)
+    assert latest_checkpoint(tmp_path).name == "step-3"
+    _, result = run(tmp_path, max_steps=5, resume=True)
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5] and result.steps == 5
+    assert rows[3]["lr"] == pytest.approx(lr_at(3, 5, 0.05, warmup_steps_for(5, 0.2)))
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    run(tmp_path, max_steps=2)
+    with pytest.raises(StaleArtifactError, match=r"lr: 0\.05 -> 0\.01"):
+        run(tmp_path, max_steps=4, resume=True, lr=0.01)
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    a, _ = run(tmp_path / "a", max_steps=3)
+    b, _ = run(tmp_path / "b", max_steps=3, resume=True)
+    assert same_weights(a, b)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    a, _ = run(tmp_path / "a", epochs=2)
+    b, _ = run(tmp_path / "b", epochs=2)
+    c, _ = run(tmp_path / "c", epochs=2, seed=7)
+    assert same_weights(a, b)
+    assert not same_weights(a, c, atol=1e-4)
+    assert not torch.are_deterministic_algorithms_enabled()  # the loop restores the global setting
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
+    small, _ = run(tmp_path / "a", dropout=0.0, max_steps=1, batch_size=4, grad_accum=2, max_grad_norm=0)
+    big, _ = run(tmp_path / "b", dropout=0.0, max_steps=1, batch_size=8, grad_accum=1, max_grad_norm=0)
+    assert same_weights(small, big, atol=1e-6)
+    torch.manual_seed(42)
+    start = Toy(0.0)
+    assert not same_weights(start, big, atol=1e-4)  # the step did move the weights
+
+
+def test_short_last_group_is_averaged_over_its_own_batches(tmp_path):
+    # 6 micro-batches with accum 4: steps of 4 and 2 micro-batches; the loss logged is their mean
+    run(tmp_path, max_steps=2, grad_accum=4, dropout=0.0)
+    assert len(metrics(tmp_path)) == 2
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_checkpoints_are_complete_and_pruned(tmp_path):
+    run(tmp_path, epochs=2, checkpoint_every=2, keep_checkpoints=2)  # steps 2, 4, ... 12 (epoch ends 6, 12)
+    ckpts = sorted((tmp_path / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["step-10", "step-12"]
+    for p in ckpts:
+        assert {f.name for f in p.iterdir()} >= {"model", "optimizer.pt", "scheduler.json", "rng.pt",
+                                                 "trainer_state.json"}
+        state = read_json(p / "trainer_state.json")
+        assert state["step"] == int(p.name[5:]) and state["config"]["checkpoint_every"] == 2
+    assert read_json(ckpts[-1] / "trainer_state.json")["epoch"] == 2  # finished: next epoch, batch 0
+    for name in ("final", "model"):
+        assert (tmp_path / name / "model.safetensors").exists()
+
+
+def test_a_crash_while_saving_leaves_no_half_checkpoint(tmp_path):
+    saves = [0]
+
+    def flaky_save(model, path):
+        saves[0] += 1
+        model.save_pretrained(path)
+        if saves[0] == 2:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        run(tmp_path, max_steps=6, checkpoint_every=2, loop={"save_fn": flaky_save})
+    dirs = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert dirs == ["step-2"]  # step-4 was never renamed into place; its temporary folder is gone
+    (tmp_path / "checkpoints" / ".step-6.xyz.tmp").mkdir()  # as if killed mid-write
+    a, _ = run(tmp_path, max_steps=6, checkpoint_every=2, resume=True)
+    assert not list((tmp_path / "checkpoints").glob(".*"))
+    b, _ = run(tmp_path / "fresh", max_steps=6, checkpoint_every=2)
+    assert same_weights(a, b, atol=1e-6)
+
+
+def test_fresh_start_replaces_an_earlier_run(tmp_path):
+    run(tmp_path, max_steps=4, checkpoint_every=1, keep_checkpoints=0)
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 4  # 0 keeps them all
+    run(tmp_path, max_steps=2)
+    assert [r["step"] for r in metrics(tmp_path)] == [1, 2]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-2"]
+
+
+# ----------------------------------------------------------------------------------- evaluation & probes
+def test_best_checkpoint_follows_select_metric(tmp_path):
+    scores = iter([0.2, 0.9, 0.5])
+    snapshots = {}
+
+    def eval_fn(model):
+        snapshots[len(snapshots)] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"ndcg@10": next(scores), "mrr@10": 0.0}
+
+    _, result = run(tmp_path, epochs=3, loop={"eval_fn": eval_fn})
+    assert result.best_metric == 0.9 and result.best_step == 12 and result.best_dir == tmp_path / "best"
+    best = Toy.from_pretrained(tmp_path / "best")
+    assert all(torch.equal(best.state_dict()[k], v) for k, v in snapshots[1].items())
+    chosen = Toy.from_pretrained(result.model_dir)
+    assert same_weights(best, chosen)
+    assert not same_weights(chosen, Toy.from_pretrained(tmp_path / "final"), atol=1e-6)
+    evals = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["ndcg@10"]) for e in evals] == [(6, 0.2), (12, 0.9), (18, 0.5)]
+    assert read_json(tmp_path / "checkpoints/step-18/trainer_state.json")["best_step"] == 12
+
+
+def test_missing_select_metric_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="mrr@10.*ndcg@10"):
+        run(tmp_path, epochs=1, loop={"eval_fn": lambda m: {"mrr@10": 1.0}})
+
+
+def test_probes_run_at_start_every_n_steps_and_at_the_end(tmp_path):
+    def weight_sum(model, step):
+        assert not model.training
+        return {"w": float(model.out.weight.sum())}
+
+    run(tmp_path, max_steps=5, probe_every=2, loop={"probes": [weight_sum]})
+    rows = [json.loads(line) for line in (tmp_path / "probes.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2, 4, 5] and rows[0]["probe"] == "weight_sum"
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="grad_accum"):
+        TrainConfig(grad_accum=0)
+    with pytest.raises(ConfigError, match="neg_rank_max"):
+        TrainConfig(neg_rank_min=10, neg_rank_max=5)
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
+        from dualist.training.loop import _resolve_amp
+        _resolve_amp("fp16", torch.device("cpu"))

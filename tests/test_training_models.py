@@ -1,0 +1,204 @@
+"""Teacher and student training end to end on the tiny BEIR fixture with a tiny random BERT (seconds)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from dualist._io import read_json, read_meta
+from dualist.candidates import bm25_run
+from dualist.data import load_beir, rank_docs
+from dualist.errors import ConfigError
+from dualist.models import CrossEncoder, CrossEncoderConfig, DualEncoder, DualEncoderConfig
+from dualist.training import (ExampleSource, MissingScoreError, TeacherScores, TrainConfig, student_step,
+                              train_student, train_teacher)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models gain nothing from threads, and on a shared, loaded machine OpenMP threads that
+    # spin-wait for each other make every step ~100x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_beir):
+    ds = load_beir(tiny_beir)
+    return ds, bm25_run(ds, "train", k=20)
+
+
+@pytest.fixture(scope="module")
+def fake_teacher(data) -> TeacherScores:
+    """Scores as a good teacher would give: positives far above the BM25-ordered negatives."""
+    ds, run = data
+    qrels = ds.qrels_for("train")
+    return TeacherScores({q: {d: s / 10 for d, s in run[q].items()} | {d: 5.0 for d, r in qrels[q].items() if r > 0}
+                          for q in run})
+
+
+@pytest.fixture(scope="module")
+def no_dropout_bert(tiny_bert, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny-bert-no-dropout"
+    shutil.copytree(tiny_bert, path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def teacher_config(bert) -> CrossEncoderConfig:
+    return CrossEncoderConfig(model=str(bert), max_length=64)
+
+
+def student_config(bert) -> DualEncoderConfig:
+    return DualEncoderConfig(model=str(bert), query_max_length=16, doc_max_length=48, temperature=0.05)
+
+
+def train(**kw) -> TrainConfig:
+    return TrainConfig(**{"batch_size": 8, "num_negatives": 3, "lr": 1e-2, "device": "cpu", **kw})
+
+
+def losses(out) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def metric_rows(out) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
+def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return max((sa[k].float() - sb[k].float()).abs().max().item() for k in sa)
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+def test_teacher_training_reduces_the_loss(data, tiny_bert, tmp_path):
+    ds, run = data
+    path = train_teacher(ds, "train", run, teacher_config(tiny_bert), train(max_steps=30), tmp_path)
+    got = losses(tmp_path)
+    assert len(got) == 30 and np.mean(got[-5:]) < np.mean(got[:5]) - 0.1  # starts at ln 4 = 1.386
+    assert path == tmp_path / "model"
+    teacher = CrossEncoder.from_pretrained(path)
+    assert teacher.score(["protein folding"], [ds.doc_text("d000")]).shape == (1,)
+    meta = read_meta(tmp_path)
+    assert meta["stage"] == "train-teacher" and meta["config"]["loss"] == "onehot"
+    assert meta["config"]["model"]["max_length"] == 64 and meta["inputs"]["candidates"]
+
+
+def test_teacher_runs_are_deterministic(data, tiny_bert, tmp_path):
+    ds, run = data
+    cfg = train(max_steps=3)
+    a = CrossEncoder.from_pretrained(train_teacher(ds, "train", run, teacher_config(tiny_bert), cfg, tmp_path / "a"))
+    b = CrossEncoder.from_pretrained(train_teacher(ds, "train", run, teacher_config(tiny_bert), cfg, tmp_path / "b"))
+    assert max_abs_diff(a, b) == 0.0
+    assert metric_rows(tmp_path / "a") == metric_rows(tmp_path / "b")
+
+
+def test_teacher_refuses_in_batch_negatives(data, tiny_bert, tmp_path):
+    ds, run = data
+    with pytest.raises(ConfigError, match="dual encoders"):
+        train_teacher(ds, "train", run, teacher_config(tiny_bert), train(in_batch_negatives=True), tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- student
+def test_student_m3se_reduces_the_loss(data, tiny_bert, fake_teacher, tmp_path):
+    ds, run = data
+    path = train_student(ds, "train", run, student_config(tiny_bert), train(max_steps=30), tmp_path,
+                         loss="m3se", teacher_scores=fake_teacher)
+    got = losses(tmp_path)
+    assert np.mean(got[-5:]) < 0.85 * np.mean(got[:5])
+    assert DualEncoder.from_pretrained(path).encode_queries(["dna"]).shape == (1, 32)
+    meta = read_meta(tmp_path)
+    assert meta["config"]["loss"] == "m3se" and meta["inputs"]["teacher_scores"] == fake_teacher.fingerprint
+
+
+def test_student_resumed_run_equals_uninterrupted_run(data, tiny_bert, fake_teacher, tmp_path):
+    """Killed after step 4 (checkpoint at 3, mid-epoch), resumed: same weights, same metrics."""
+    ds, run = data
+    cfg = train(max_steps=6, batch_size=4, checkpoint_every=3, probe_every=1, lr=1e-3)  # 16 batches per epoch
+
+    def crash_after_step_4(model, step):
+        if step == 4:
+            raise KeyboardInterrupt("simulated kill")
+        return {}
+
+    def student(out, **kw):
+        return train_student(ds, "train", run, student_config(tiny_bert), cfg, out, loss="m3se",
+                             teacher_scores=fake_teacher, **kw)
+
+    full = DualEncoder.from_pretrained(student(tmp_path / "full"))
+    with pytest.raises(KeyboardInterrupt):
+        student(tmp_path / "cut", probes=[crash_after_step_4])
+    assert [p.name for p in (tmp_path / "cut/checkpoints").iterdir()] == ["step-3"]
+    assert read_json(tmp_path / "cut/checkpoints/step-3/trainer_state.json")["batch_in_epoch"] == 3
+    resumed = DualEncoder.from_pretrained(student(tmp_path / "cut", resume=True))
+    assert max_abs_diff(full, resumed) <= 1e-6
+    assert metric_rows(tmp_path / "full") == metric_rows(tmp_path / "cut")
+    assert [r["step"] for r in metric_rows(tmp_path / "cut")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_student_gradient_accumulation_matches_a_bigger_batch(data, no_dropout_bert, tmp_path):
+    ds, run = data
+    kw = {"max_steps": 1, "max_grad_norm": 0.0, "lr": 1e-3}
+    a = train_student(ds, "train", run, student_config(no_dropout_bert), train(batch_size=4, grad_accum=2, **kw),
+                      tmp_path / "a", loss="onehot")
+    b = train_student(ds, "train", run, student_config(no_dropout_bert), train(batch_size=8, grad_accum=1, **kw),
+                      tmp_path / "b", loss="onehot")
+    start = DualEncoder(student_config(no_dropout_bert))
+    a, b = DualEncoder.from_pretrained(a), DualEncoder.from_pretrained(b)
+    # Adam's first step moves each weight by about lr * sign(grad); rounding differences between the
+    # two ways of summing matter only for weights whose gradient is ~0, so allow 5% of lr
+    assert max_abs_diff(start, b) > 0.5 * kw["lr"]
+    assert max_abs_diff(a, b) < 0.05 * kw["lr"]
+    assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
+
+
+def test_in_batch_negatives_add_every_other_querys_documents(data, tiny_bert, tmp_path):
+    ds, run = data
+    cfg = train(batch_size=3, num_negatives=2, in_batch_negatives=True)
+    batch = next(ExampleSource(ds, "train", run, cfg).batches(0))
+    seen = {}
+
+    def spy_loss(student_scores, teacher_scores=None):
+        seen["shape"] = tuple(student_scores.shape)
+        return student_scores.mean()
+
+    student_step(DualEncoder(student_config(tiny_bert)), batch, spy_loss, in_batch_negatives=True)
+    assert seen["shape"] == (3, 3 + 2 * 3)  # own 1 + 2 columns, then 3 columns from each of the other 2
+    train_student(ds, "train", run, student_config(tiny_bert), train(max_steps=2, in_batch_negatives=True),
+                  tmp_path, loss="onehot")
+    assert len(losses(tmp_path)) == 2
+
+
+def test_in_batch_negatives_with_a_distillation_loss_is_a_config_error(data, tiny_bert, fake_teacher, tmp_path):
+    ds, run = data
+    with pytest.raises(ConfigError, match="no teacher scores for the in-batch"):
+        train_student(ds, "train", run, student_config(tiny_bert), train(in_batch_negatives=True), tmp_path,
+                      loss="margin_mse", teacher_scores=fake_teacher)
+
+
+def test_distillation_needs_teacher_scores(data, tiny_bert, tmp_path):
+    ds, run = data
+    with pytest.raises(ConfigError, match="'kl' distills.*score-teacher"):
+        train_student(ds, "train", run, student_config(tiny_bert), train(), tmp_path, loss="kl")
+
+
+def test_a_pair_missing_from_the_teacher_cache_is_named_before_training(data, tiny_bert, fake_teacher, tmp_path):
+    ds, run = data
+    shallow = fake_teacher.as_dict()
+    qid = sorted(shallow)[0]
+    dropped = next(d for d, _ in rank_docs(run[qid]) if ds.qrels_for("train")[qid].get(d, 0) <= 0)  # 1st negative
+    del shallow[qid][dropped]
+    with pytest.raises(MissingScoreError, match=rf"query '{qid}' and document '{dropped}'.*negative.*ranks 1\.\.100"):
+        train_student(ds, "train", run, student_config(tiny_bert), train(negatives="top"), tmp_path, loss="m3se",
+                      teacher_scores=TeacherScores(shallow))
+    assert not (tmp_path / "metrics.jsonl").exists()  # failed before the first step
