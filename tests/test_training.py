@@ -210,10 +210,20 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
     assert not same_weights(start, big, atol=1e-4)  # the step did move the weights
 
 
-def test_short_last_group_is_averaged_over_its_own_batches(tmp_path):
-    # 6 micro-batches with accum 4: steps of 4 and 2 micro-batches; the loss logged is their mean
-    run(tmp_path, max_steps=2, grad_accum=4, dropout=0.0)
-    assert len(metrics(tmp_path)) == 2
+def test_an_epoch_ends_with_a_shorter_accumulation_group(tmp_path):
+    # 6 micro-batches with accum 4: each epoch makes a step of 4 micro-batches, then one of 2
+    _, result = run(tmp_path, epochs=2, grad_accum=4, dropout=0.0)
+    assert [(r["step"], r["epoch"]) for r in metrics(tmp_path)] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+    assert result.steps == 4
+
+
+def test_steps_per_epoch_must_match_the_batches(tmp_path):
+    config = TrainConfig(epochs=1, batch_size=4, device="cpu")
+    with pytest.raises(ValueError, match="yielded 6 batches, expected steps_per_epoch=7"):
+        train_loop(Toy(), make_batches(4), step_fn, config, tmp_path, steps_per_epoch=7)
+    with pytest.raises(ValueError, match="more than steps_per_epoch=5"):
+        train_loop(Toy(), make_batches(4), step_fn, TrainConfig(epochs=2, batch_size=4, device="cpu"), tmp_path,
+                   steps_per_epoch=5)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -303,3 +313,34 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
         from dualist.training.loop import _resolve_amp
         _resolve_amp("fp16", torch.device("cpu"))
+
+
+def test_tensorboard_gets_the_same_scalars_when_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    logged = []
+
+    class FakeWriter:
+        def __init__(self, logdir):
+            self.logdir = logdir
+
+        def add_scalar(self, tag, value, step):
+            logged.append((tag, step))
+
+        def close(self):
+            logged.append(("closed", self.logdir))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    run(tmp_path, max_steps=2, loop={"eval_fn": lambda m: {"ndcg@10": 0.5}})
+    assert ("train/loss", 1) in logged and ("train/lr", 2) in logged and ("eval/ndcg@10", 2) in logged
+    assert logged[-1] == ("closed", str(tmp_path / "tb"))
+
+
+def test_a_non_finite_loss_stops_training_with_advice(tmp_path):
+    def nan_loss(model, batch):
+        return step_fn(model, batch) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="loss is nan at step 1.*lower train.lr"):
+        train_loop(Toy(), make_batches(4), nan_loss, TrainConfig(device="cpu", batch_size=4), tmp_path,
+                   steps_per_epoch=6)

@@ -193,7 +193,7 @@ def train_loop(
     def evaluate(step: int, epoch: int) -> None:
         model.eval()
         with torch.no_grad():
-            metrics = dict(eval_fn(model))
+            metrics = {k: float(v) for k, v in eval_fn(model).items()}
         model.train()
         if config.select_metric not in metrics:
             raise ConfigError(f"eval_fn returned {sorted(metrics)}, which lacks select_metric="
@@ -234,12 +234,13 @@ def train_loop(
                     group_size = min(config.grad_accum, steps_per_epoch - group_start)
                     with _autocast(device, amp_dtype):
                         loss = step_fn(model, batch)
-                    if not torch.isfinite(loss):
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
                         raise FloatingPointError(
-                            f"loss is {loss.item()} at step {state.step + 1} (epoch {epoch}, batch {i}); "
+                            f"loss is {loss_value} at step {state.step + 1} (epoch {epoch}, batch {i}); "
                             "lower train.lr, set train.amp=off, or check the batch for empty texts")
                     scaler.scale(loss / group_size).backward()
-                    group_losses.append(loss.item())
+                    group_losses.append(loss_value)
                     if i + 1 < group_start + group_size:
                         continue
 
