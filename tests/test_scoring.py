@@ -12,6 +12,7 @@ from dualist.candidates import bm25_run
 from dualist.data import load_beir, rank_docs
 from dualist.errors import StaleArtifactError
 from dualist.training import MissingScoreError, TeacherScores, candidate_pairs, score_candidates
+from dualist.training.loop import _umask
 from dualist.training.scoring import teacher_fingerprint
 
 
@@ -73,6 +74,7 @@ def test_round_trip_and_cache_hit(data, tmp_path):
     loaded = TeacherScores.load(out)
     assert loaded.as_dict() == scores.as_dict() and loaded.fingerprint == scores.fingerprint
     assert not out.with_name(out.name + ".parts").exists()
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not left private by mkstemp
     # up to date: loaded, not scored again
     again = FakeTeacher()
     assert score_candidates(again, ds, "train", run, out, depth=3, shard_size=10).as_dict() == scores.as_dict()

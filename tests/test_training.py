@@ -239,6 +239,9 @@ def test_checkpoints_are_complete_and_pruned(tmp_path):
     assert read_json(ckpts[-1] / "trainer_state.json")["epoch"] == 2  # finished: next epoch, batch 0
     for name in ("final", "model"):
         assert (tmp_path / name / "model.safetensors").exists()
+    from dualist.training.loop import _umask
+
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~_umask()  # not left private by mkdtemp
 
 
 def test_a_crash_while_saving_leaves_no_half_checkpoint(tmp_path):
