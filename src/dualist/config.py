@@ -163,6 +163,7 @@ def config_from_args(cls: type[T], args: argparse.Namespace, yaml_data: dict[str
     data: dict[str, Any] = {}
     if yaml_data:
         src = yaml_data.get(section, {}) if section and isinstance(yaml_data.get(section), dict) else yaml_data
-        data.update({k: v for k, v in src.items() if k in names})
+        # A section (a mapping) never fills a scalar field of the same name at the top level.
+        data.update({k: v for k, v in src.items() if k in names and not isinstance(v, dict)})
     data.update({k: v for k, v in vars(args).items() if k in names})
     return config_from_dict(cls, data, where=section or cls.__name__)

@@ -27,3 +27,7 @@ __all__ = [
     "Comparison",
     "ComparisonRow",
 ]
+
+from .modes import encode_corpus, rerank, retrieve, top_k  # noqa: E402  (needs the metrics above)
+
+__all__ += ["rerank", "retrieve", "top_k", "encode_corpus"]

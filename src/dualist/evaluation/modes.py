@@ -1,0 +1,121 @@
+"""The two evaluation modes of DESIGN.md §4.
+
+* **Re-rank** (the paper's): a model re-scores the same candidate run (BM25 top-K) per query.
+* **Retrieval** (a dual-encoder's real job): search the whole corpus with the model's embeddings.
+
+Both return plain runs ``dict[qid, dict[did, float]]`` so :func:`dualist.evaluation.evaluate`
+scores them like any TREC run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+__all__ = ["rerank", "retrieve", "top_k", "encode_corpus"]
+
+logger = logging.getLogger(__name__)
+
+
+def top_k(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
+    """Keep each query's ``k`` best candidates in trec_eval order (score desc, ties by doc id desc).
+
+    Using the evaluator's own order means a cut run evaluates exactly like the uncut one at depth k.
+    """
+    from dualist.evaluation.metrics import rank_documents
+
+    return {qid: {d: docs[d] for d in rank_documents(docs)[:k]} for qid, docs in run.items()}
+
+
+def _is_cross_encoder(model: Any) -> bool:
+    from dualist.models import CrossEncoder
+
+    return isinstance(model, CrossEncoder)
+
+
+def encode_corpus(model: Any, dataset: Any, doc_ids: list[str] | None = None, *, batch_size: int = 64,
+                  show_progress: bool | None = None) -> tuple[list[str], np.ndarray]:
+    """Embed documents (all of the corpus by default) with a dual-encoder; returns ``(ids, embeddings)``."""
+    ids = list(dataset.corpus) if doc_ids is None else list(doc_ids)
+    emb = model.encode_docs([dataset.doc_text(d) for d in ids], batch_size=batch_size,
+                            show_progress=show_progress)
+    return ids, emb
+
+
+def rerank(model: Any, dataset: Any, queries: dict[str, str], candidates: dict[str, dict[str, float]], *,
+           depth: int = 100, batch_size: int = 64, show_progress: bool | None = None,
+           doc_embeddings: tuple[list[str], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """Re-score each query's top-``depth`` candidates with ``model`` (cross- or dual-encoder).
+
+    A dual-encoder embeds every distinct candidate document once (or reuses ``doc_embeddings``,
+    e.g. the corpus embeddings already computed for retrieval mode), then scores by its similarity.
+    Queries missing from ``candidates`` get an empty ranking and count as misses downstream.
+    """
+    cands = top_k({q: candidates.get(q, {}) for q in queries}, depth)
+    if _is_cross_encoder(model):
+        pairs = [(q, d) for q, docs in cands.items() for d in docs]
+        scores = model.score([queries[q] for q, _ in pairs], [dataset.doc_text(d) for _, d in pairs],
+                             batch_size=batch_size, show_progress=show_progress)
+        out: dict[str, dict[str, float]] = {q: {} for q in cands}
+        for (q, d), s in zip(pairs, scores):
+            out[q][d] = float(s)
+        return out
+
+    qids = list(cands)
+    q_emb = model.encode_queries([queries[q] for q in qids], batch_size=batch_size,
+                                 show_progress=show_progress)
+    needed = sorted({d for docs in cands.values() for d in docs})
+    if doc_embeddings is not None:
+        pos = {d: i for i, d in enumerate(doc_embeddings[0])}
+        missing = [d for d in needed if d not in pos]
+        if missing:
+            raise KeyError(f"{len(missing)} candidate documents have no embedding (e.g. {missing[:3]})")
+        d_ids, d_emb = needed, doc_embeddings[1][[pos[d] for d in needed]]
+    else:
+        d_ids, d_emb = encode_corpus(model, dataset, needed, batch_size=batch_size,
+                                     show_progress=show_progress)
+    row = {d: i for i, d in enumerate(d_ids)}
+    out = {}
+    for qi, q in enumerate(qids):
+        docs = list(cands[q])
+        if not docs:
+            out[q] = {}
+            continue
+        s = model.score_embeddings(q_emb[qi : qi + 1], d_emb[[row[d] for d in docs]])[0]
+        out[q] = {d: float(v) for d, v in zip(docs, s)}
+    return out
+
+
+def retrieve(model: Any, dataset: Any, queries: dict[str, str], *, k: int = 100, index: Any = None,
+             batch_size: int = 64, show_progress: bool | None = None,
+             doc_embeddings: tuple[list[str], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """Full-corpus search with a dual-encoder: exact inner product unless an ``index`` is given.
+
+    Scores equal ``model.score_embeddings`` (inner product, cosine or temperature applied as the model
+    defines); documents are embedded once, or taken from ``doc_embeddings``/``index``.
+    """
+    from dualist.index import ExactIndex
+
+    if index is None:
+        ids, emb = doc_embeddings if doc_embeddings is not None else encode_corpus(
+            model, dataset, batch_size=batch_size, show_progress=show_progress)
+        index = ExactIndex()
+        index.add(ids, _search_space(model, emb))
+    qids = list(queries)
+    q_emb = model.encode_queries([queries[q] for q in qids], batch_size=batch_size,
+                                 show_progress=show_progress)
+    res = index.search(_search_space(model, q_emb, query=True), k)
+    return res.to_run(qids)
+
+
+def _search_space(model: Any, emb: np.ndarray, *, query: bool = False) -> np.ndarray:
+    """Map embeddings so that inner product equals the model's score (cosine, temperature)."""
+    cfg = model.config
+    emb = np.asarray(emb, dtype=np.float32)
+    if getattr(cfg, "similarity", "dot") == "cosine":
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    if query:
+        emb = emb / float(getattr(cfg, "temperature", 1.0))
+    return np.ascontiguousarray(emb)

@@ -1,0 +1,89 @@
+"""The reproduction matrix: conditions × datasets with the figures obtained and a tolerance.
+
+``matrix.yaml`` (packaged beside this module) is data, like Pyserini's reproduction matrices:
+``dualist repro --check`` reruns every entry (finished stages are reused) and prints OK / FAIL per
+figure; ``dualist repro --table`` prints the README's results table from the same file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "MATRIX_PATH"]
+
+logger = logging.getLogger(__name__)
+MATRIX_PATH = Path(__file__).with_name("matrix.yaml")
+TABLE_COLUMNS = ["re-rank MRR@10", "re-rank nDCG@10", "retrieval nDCG@10", "retrieval R@100"]
+
+
+def load_matrix(path: str | Path | None = None) -> dict[str, Any]:
+    from dualist.errors import ConfigError
+
+    path = Path(path) if path else MATRIX_PATH
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data.get("entries"), list):
+        raise ConfigError(f"{path}: expected a top-level 'entries' list")
+    for i, e in enumerate(data["entries"]):
+        for key in ("dataset", "profile", "expected"):
+            if key not in e:
+                raise ConfigError(f"{path}: entry {i} has no '{key}'")
+    return data
+
+
+def compare_rows(rows: list[dict[str, Any]], expected: dict[str, dict[str, float]],
+                 tolerance: float) -> list[tuple[str, str, float | None, float, bool]]:
+    """``(model, column, got, expected, ok)`` for every expected figure; a missing figure fails."""
+    by = {r["model"]: r for r in rows}
+    out = []
+    for model, cols in expected.items():
+        for col, want in cols.items():
+            got = by.get(model, {}).get(col)
+            ok = got is not None and abs(float(got) - float(want)) <= tolerance
+            out.append((model, col, got, float(want), ok))
+    return out
+
+
+def check_matrix(args: Any) -> dict[str, Any]:
+    """Rerun each matrix entry and print OK / FAIL per figure; exit status 1 when any fails."""
+    from dualist.repro.pipeline import run_repro
+
+    matrix = load_matrix(args.matrix or None)
+    tol = float(matrix.get("tolerance", 0.02))
+    failures = 0
+    report = []
+    for entry in matrix["entries"]:
+        sub = dataclasses.replace(args, check=False, table=False, dataset=entry["dataset"],
+                                  profile=entry["profile"], seeds=int(entry.get("seeds", 1)),
+                                  out=args.out and str(Path(args.out) / f"{entry['dataset']}-{entry['profile']}"))
+        res = run_repro(sub)
+        for model, col, got, want, ok in compare_rows(res["rows"], entry["expected"], entry.get("tolerance", tol)):
+            failures += not ok
+            shown = "missing" if got is None else f"{got:.3f}"
+            line = (f"{'OK  ' if ok else 'FAIL'} {entry['dataset']:<10} {entry['profile']:<6} {model:<24} "
+                    f"{col:<18} got {shown} expected {want:.3f} ± {tol}")
+            print(line)
+            report.append(line)
+    print(f"{len(report) - failures} OK, {failures} FAIL")
+    if failures:
+        raise SystemExit(1)
+    return {"lines": report, "failures": failures}
+
+
+def print_table(path: str | Path | None = None) -> str:
+    """The README results table (Markdown), one block per dataset × profile, from the matrix."""
+    from dualist.report import markdown_table
+
+    matrix = load_matrix(path)
+    blocks = []
+    for entry in matrix["entries"]:
+        rows = [{"model": m, **cols} for m, cols in entry["expected"].items()]
+        head = f"**{entry['dataset']}**, `{entry['profile']}` profile, {entry.get('seeds', 1)} seed(s)"
+        if entry.get("note"):
+            head += f" — {entry['note']}"
+        blocks.append(head + "\n\n" + markdown_table(rows, ["model", *TABLE_COLUMNS]))
+    return "\n\n".join(blocks)

@@ -1,0 +1,570 @@
+"""``dualist repro``: the paper's comparison on a BEIR dataset, end to end, with its diagnostics.
+
+Stages (each skipped when its output is up to date, so an interrupted run continues where it
+stopped and a changed setting recomputes only what depends on it):
+
+1. BM25 candidates for train / dev / test (a seeded dev slice is carved from train when missing);
+2. the cross-attention teacher (listwise softmax CE), best checkpoint chosen on dev;
+3. teacher scores for the training candidates (cached, resumable);
+4. dual-encoder students from the same starting weights and budget: one-hot and each distillation loss;
+5. evaluation of BM25, the zero-shot starting DE, the teacher and every student: re-rank mode
+   (BM25 top-K; MRR@10, nDCG@10) and, for dual-encoders, retrieval mode (nDCG@10, Recall@100);
+6. diagnostics (train-vs-test gap, score distributions, normalized margins, score evolution);
+7. the report: ``report/index.html``, ``report/report.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from dualist._io import fingerprint_obj, read_json, write_json
+from dualist.config import opt
+from dualist.repro.profiles import Profile, get_profile
+
+__all__ = ["ReproArgs", "run_repro", "LOSS_LABELS", "ALL_LOSSES"]
+
+logger = logging.getLogger(__name__)
+
+ALL_LOSSES = ["onehot", "mse", "margin_mse", "kl", "rankdistil", "m3se"]
+LOSS_LABELS = {
+    "onehot": "DE one-hot",
+    "mse": "DE + MSE",
+    "margin_mse": "DE + Margin-MSE",
+    "kl": "DE + softmax CE (KL)",
+    "rankdistil": "DE + RankDistil",
+    "m3se": "DE + M3SE",
+}
+BM25_LABEL, ZERO_SHOT_LABEL, TEACHER_LABEL = "BM25", "DE zero-shot", "CA teacher"
+RERANK_METRICS = ["mrr@10", "ndcg@10"]
+RETRIEVAL_METRICS = ["ndcg@10", "mrr@10", "recall@100"]
+
+
+@dataclass
+class ReproArgs:
+    dataset: str = opt("scifact", "BEIR folder path, or a dataset name (looked up under --data-root, then "
+                                  "downloaded into the cache when online)")
+    data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT)")
+    profile: Literal["quick", "full"] = opt("quick", "budget: quick (~20 min on 2 CPU cores) or full "
+                                                     "(~75 min per dataset on 2 CPU cores)")
+    out: str = opt("", "work folder (default: repro/<dataset>-<profile>)")
+    seeds: int = opt(1, "train every student with this many seeds; >1 reports mean ± std and a paired "
+                        "significance test against the one-hot DE")
+    losses: list[str] = opt(ALL_LOSSES, "student losses to train (comma-separated)")
+    scale: float = opt(1.0, "multiply every step budget (e.g. 4 on a GPU)")
+    model: str = opt("minilm-l6", "backbone of teacher and students: alias, Hugging Face id or local path")
+    override: list[str] = opt([], "override profile fields as key=value pairs, comma-separated, e.g. "
+                                  "teacher_steps=400,student_layers=6 (see dualist.repro.profiles)")
+    device: str = opt("auto", "cpu, cuda, or auto")
+    seed: int = opt(13, "base seed (dev carving, teacher; student seed i uses seed + i)")
+    check: bool = opt(False, "rerun the conditions of the reproduction matrix and print OK/FAIL per row")
+    matrix: str = opt("", "reproduction matrix YAML for --check / --table (default: the packaged one)")
+    table: bool = opt(False, "print the README results table generated from the matrix, then exit")
+
+
+# --------------------------------------------------------------------------- helpers
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        logger.info("== stage: %s", name)
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - t0
+            logger.info("== stage %s took %.1fs", name, time.time() - t0)
+
+
+def resolve_dataset(name: str, data_root: str = "") -> str:
+    """A dataset argument as a path: an existing folder, else ``<data_root>/<name>``, else the name."""
+    if Path(name).is_dir():
+        return name
+    root = data_root or os.environ.get("DUALIST_DATA_ROOT", "")
+    if root and (Path(root) / name).is_dir():
+        return str(Path(root) / name)
+    return name
+
+
+def _profile(args: ReproArgs) -> Profile:
+    from dualist.config import config_from_dict
+    from dualist.errors import ConfigError
+
+    prof = get_profile(args.profile)
+    if args.override:
+        values = dataclasses.asdict(prof)
+        for item in args.override:
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in values or key.strip() == "name":
+                raise ConfigError(f"--override: expected key=value with key among "
+                                  f"{[k for k in values if k != 'name']}, got {item!r}")
+            values[key.strip()] = yaml.safe_load(value)
+        prof = config_from_dict(Profile, values, where="--override")
+    return prof.scaled(args.scale)
+
+
+def _student_config(prof: Profile, model: str) -> Any:
+    from dualist.models import DualEncoderConfig
+
+    return DualEncoderConfig(model=model, num_layers=prof.student_layers, pooling="mean", normalize=True,
+                             similarity="dot", temperature=0.05, query_max_length=prof.query_max_length,
+                             doc_max_length=prof.doc_max_length)
+
+
+def _teacher_config(prof: Profile, model: str) -> Any:
+    from dualist.models import CrossEncoderConfig
+
+    return CrossEncoderConfig(model=model, num_layers=prof.teacher_layers, max_length=prof.teacher_max_length)
+
+
+def _probe_fn(dataset: Any, qid: str, doc_ids: list[str], labels: list[int]):
+    """A training probe: the model's scores for one fixed query's 5 positives and 5 negatives."""
+    from dualist.models import CrossEncoder
+
+    query = dataset.queries[qid]
+    texts = [dataset.doc_text(d) for d in doc_ids]
+
+    def probe(model: Any, step: int) -> dict[str, Any]:
+        was = model.training
+        model.eval()
+        try:
+            if isinstance(model, CrossEncoder):
+                scores = model.score([query] * len(texts), texts, show_progress=False)
+            else:
+                q = model.encode_queries([query], show_progress=False)
+                d = model.encode_docs(texts, show_progress=False)
+                scores = model.score_embeddings(q, d)[0]
+        finally:
+            model.train(was)
+        return {"step": step, "query_id": qid, "doc_ids": doc_ids, "labels": labels,
+                "scores": [float(s) for s in scores]}
+
+    return probe
+
+
+# --------------------------------------------------------------------------- the pipeline
+def run_repro(args: ReproArgs) -> dict[str, Any]:
+    """Run (or resume) the reproduction and write the report; returns the results dict."""
+    if args.table or args.check:
+        from dualist.repro.matrix import check_matrix, print_table
+
+        if args.table:
+            print(print_table(args.matrix or None))
+            return {}
+        return check_matrix(args)
+
+    from dualist import __version__
+    from dualist.stages import load_dataset, run_candidates
+
+    unknown = sorted(set(args.losses) - set(ALL_LOSSES))
+    if unknown:
+        from dualist.errors import ConfigError
+
+        raise ConfigError(f"--losses: unknown {unknown}; choose from {ALL_LOSSES}")
+    prof = _profile(args)
+    data_path = resolve_dataset(args.dataset, args.data_root)
+    ds = load_dataset(data_path, dev_fraction=0.1, seed=args.seed)
+    name = Path(data_path).name if Path(data_path).is_dir() else args.dataset
+    work = Path(args.out or f"repro/{name}-{prof.name}")
+    work.mkdir(parents=True, exist_ok=True)
+    timer = _Timer()
+    t_start = time.time()
+    logger.info("reproduction on %s (%s profile) in %s", name, prof.name, work)
+
+    # 1. candidates
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    with timer.stage("bm25 candidates"):
+        for split in ("train", "dev", "test"):
+            runs[split] = run_candidates(ds, split, work / "runs" / f"{split}.bm25.trec", k=prof.candidates_k)
+
+    # a fixed training query for the score-evolution probes (5 positives, 5 hard negatives)
+    from dualist.diagnostics import pick_probe_query, select_probe_docs
+
+    probe_qid = pick_probe_query(ds.qrels_for("train"), runs["train"])
+    probe_docs, probe_labels = select_probe_docs(probe_qid, ds.qrels_for("train"), runs["train"])
+    probe = _probe_fn(ds, probe_qid, probe_docs, probe_labels)
+
+    # 2. teacher
+    with timer.stage("teacher training"):
+        teacher_dir = _train_teacher(ds, runs, prof, args, work, probe)
+    # 3. teacher scores
+    with timer.stage("teacher scoring"):
+        teacher_scores = _score_teacher(ds, runs, prof, work, teacher_dir)
+    # 4. students
+    students: dict[tuple[str, int], Path] = {}
+    with timer.stage("student training"):
+        for s in range(args.seeds):
+            for loss in args.losses:
+                students[(loss, s)] = _train_student(ds, runs, prof, args, work, loss, args.seed + s,
+                                                     teacher_scores if loss != "onehot" else None, probe)
+    # 5. evaluation
+    with timer.stage("evaluation"):
+        evals = _evaluate_all(ds, runs, prof, work, teacher_dir, students, args.model)
+    # 6-7. diagnostics and report
+    with timer.stage("diagnostics and report"):
+        results = _summarize(ds, name, prof, args, work, runs, evals, students, teacher_dir, timer,
+                             t_start, __version__)
+    logger.info("reproduction finished in %.1f min; report: %s", (time.time() - t_start) / 60,
+                work / "report" / "index.html")
+    return results
+
+
+def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, probe: Any) -> Path:
+    from dualist.stages import dataset_fingerprint, dev_eval_fn, is_done, mark_done
+    from dualist.training import TrainConfig, train_teacher
+
+    out = work / "models" / "teacher"
+    mcfg = _teacher_config(prof, args.model)
+    tcfg = TrainConfig(max_steps=prof.teacher_steps, batch_size=prof.teacher_batch_size, lr=prof.teacher_lr,
+                       num_negatives=prof.teacher_negatives, negatives="range", neg_rank_min=1,
+                       neg_rank_max=prof.candidates_k, seed=args.seed, device=args.device,
+                       probe_every=prof.probe_every, select_metric="ndcg@10")
+    fp = fingerprint_obj(["teacher", dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
+                          mcfg, tcfg, prof.dev_depth])
+    if is_done(out, fp):
+        logger.info("teacher up to date: %s", out)
+        return Path(read_json(out / ".done.json")["model_path"])
+    resume = (out / "checkpoints").exists()
+    eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer)
+    path = train_teacher(ds, "train", runs["train"], mcfg, tcfg, out, eval_fn=eval_fn, probes=[probe],
+                         resume=resume)
+    mark_done(out, fp, stage="teacher", model_path=str(path))
+    return Path(path)
+
+
+def _score_teacher(ds: Any, runs: dict, prof: Profile, work: Path, teacher_dir: Path) -> Any:
+    from dualist.models import CrossEncoder
+    from dualist.training import score_candidates
+
+    teacher = CrossEncoder.from_pretrained(teacher_dir)
+    return score_candidates(teacher, ds, "train", runs["train"], work / "scores" / "train.teacher.parquet",
+                            depth=prof.score_depth, batch_size=prof.batch_size_infer)
+
+
+def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, loss: str, seed: int,
+                   teacher_scores: Any, probe: Any) -> Path:
+    from dualist.stages import dataset_fingerprint, dev_eval_fn, is_done, mark_done
+    from dualist.training import TrainConfig, train_student
+
+    out = work / "models" / f"student-{loss}-s{seed}"
+    mcfg = _student_config(prof, args.model)
+    # Negatives come from the ranks the teacher scored, so every distillation loss sees teacher scores
+    # for all of its candidates; the one-hot student draws from the same ranks for a fair comparison.
+    tcfg = TrainConfig(max_steps=prof.student_steps, batch_size=prof.student_batch_size, lr=prof.student_lr,
+                       num_negatives=prof.student_negatives, negatives="range", neg_rank_min=1,
+                       neg_rank_max=prof.score_depth, seed=seed, device=args.device,
+                       probe_every=prof.probe_every, select_metric="ndcg@10")
+    scores_fp = getattr(teacher_scores, "fingerprint", None) if teacher_scores is not None else None
+    fp = fingerprint_obj(["student", loss, dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
+                          mcfg, tcfg, prof.dev_depth, scores_fp])
+    if is_done(out, fp):
+        logger.info("student %s (seed %d) up to date", loss, seed)
+        return Path(read_json(out / ".done.json")["model_path"])
+    resume = (out / "checkpoints").exists()
+    eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer)
+    path = train_student(ds, "train", runs["train"], mcfg, tcfg, out, loss=loss, teacher_scores=teacher_scores,
+                         eval_fn=eval_fn, probes=[probe], resume=resume)
+    mark_done(out, fp, stage="student", loss=loss, seed=seed, model_path=str(path))
+    return Path(path)
+
+
+def _gap_queries(ds: Any, n: int, seed: int) -> dict[str, str]:
+    import random
+
+    qids = sorted(ds.queries_for("train"))
+    random.Random(seed).shuffle(qids)
+    return {q: ds.queries[q] for q in sorted(qids[:n])}
+
+
+def _evaluate_model(key: str, model: Any, ds: Any, runs: dict, prof: Profile, work: Path, fp: str,
+                    is_de: bool, seed: int) -> dict[str, Any]:
+    """Evaluate one model (re-rank test/dev/train-subset; retrieval test for DEs), cached by fingerprint."""
+    from dualist.data import write_trec_run
+    from dualist.evaluation import evaluate
+    from dualist.evaluation.modes import encode_corpus, rerank, retrieve
+    from dualist.stages import is_done, mark_done
+
+    out = work / "results" / f"{key}.json"
+    if is_done(out, fp):
+        return read_json(out)
+    res: dict[str, Any] = {"key": key}
+    gap_q = _gap_queries(ds, prof.gap_queries, seed)
+    if model is None:  # BM25: its own candidate order
+        res["rerank_test"] = evaluate(ds.qrels_for("test"), _cut(runs["test"], prof.rerank_depth),
+                                      RERANK_METRICS).to_dict()
+        res["retrieval_test"] = evaluate(ds.qrels_for("test"), runs["test"], RETRIEVAL_METRICS).to_dict()
+        res["rerank_dev"] = evaluate(ds.qrels_for("dev"), _cut(runs["dev"], prof.dev_depth),
+                                     RERANK_METRICS).to_dict()
+        train_qrels = {q: ds.qrels_for("train")[q] for q in gap_q}
+        res["rerank_train"] = evaluate(train_qrels, _cut({q: runs["train"][q] for q in gap_q if q in runs["train"]},
+                                                         prof.rerank_depth), RERANK_METRICS).to_dict()
+        write_json(out, res)
+        mark_done(out, fp)
+        return res
+    model.eval()
+    doc_emb = encode_corpus(model, ds, batch_size=prof.batch_size_infer) if is_de else None
+    test_run = rerank(model, ds, ds.queries_for("test"), runs["test"], depth=prof.rerank_depth,
+                      batch_size=prof.batch_size_infer, doc_embeddings=doc_emb)
+    write_trec_run(test_run, work / "runs" / f"test.{key}.rerank.trec", tag=key)
+    res["rerank_test"] = evaluate(ds.qrels_for("test"), test_run, RERANK_METRICS).to_dict()
+    res["rerank_test_scores"] = test_run
+    dev_run = rerank(model, ds, ds.queries_for("dev"), runs["dev"], depth=prof.dev_depth,
+                     batch_size=prof.batch_size_infer, doc_embeddings=doc_emb)
+    res["rerank_dev"] = evaluate(ds.qrels_for("dev"), dev_run, RERANK_METRICS).to_dict()
+    train_run = rerank(model, ds, gap_q, runs["train"], depth=prof.rerank_depth,
+                       batch_size=prof.batch_size_infer, doc_embeddings=doc_emb)
+    res["rerank_train"] = evaluate({q: ds.qrels_for("train")[q] for q in gap_q}, train_run,
+                                   RERANK_METRICS).to_dict()
+    if is_de:
+        ret = retrieve(model, ds, ds.queries_for("test"), k=100, batch_size=prof.batch_size_infer,
+                       doc_embeddings=doc_emb)
+        write_trec_run(ret, work / "runs" / f"test.{key}.retrieval.trec", tag=key)
+        res["retrieval_test"] = evaluate(ds.qrels_for("test"), ret, RETRIEVAL_METRICS).to_dict()
+    write_json(out, res)
+    mark_done(out, fp)
+    return res
+
+
+def _cut(run: dict, depth: int) -> dict:
+    from dualist.evaluation.modes import top_k
+
+    return top_k(run, depth)
+
+
+def _evaluate_all(ds: Any, runs: dict, prof: Profile, work: Path, teacher_dir: Path,
+                  students: dict[tuple[str, int], Path], model: str) -> dict[str, dict[str, Any]]:
+    from dualist.models import CrossEncoder, DualEncoder
+    from dualist.stages import dataset_fingerprint, marker_path
+
+    def model_fp(path: Path) -> str:
+        m = marker_path(path.parent if path.name in ("model", "best", "final") else path)
+        return read_json(m)["fingerprint"] if m.exists() else str(path)
+
+    base = [dataset_fingerprint(ds, "test"), dataset_fingerprint(ds, "dev"), prof.rerank_depth, prof.dev_depth,
+            prof.gap_queries, RERANK_METRICS, RETRIEVAL_METRICS]
+    evals: dict[str, dict[str, Any]] = {}
+    evals["bm25"] = _evaluate_model("bm25", None, ds, runs, prof, work, fingerprint_obj(["bm25", *base]),
+                                    False, 0)
+    zcfg = _student_config(prof, model)
+    evals["zeroshot"] = _evaluate_model("zeroshot", DualEncoder(zcfg), ds, runs, prof, work,
+                                        fingerprint_obj(["zeroshot", zcfg, *base]), True, 0)
+    evals["teacher"] = _evaluate_model("teacher", CrossEncoder.from_pretrained(teacher_dir), ds, runs, prof, work,
+                                       fingerprint_obj(["teacher", model_fp(teacher_dir), *base]), False, 0)
+    for (loss, s), path in students.items():
+        key = f"{loss}-s{s}"
+        evals[key] = _evaluate_model(key, DualEncoder.from_pretrained(path), ds, runs, prof, work,
+                                     fingerprint_obj([key, model_fp(path), *base]), True, 0)
+    return evals
+
+
+# --------------------------------------------------------------------------- summary and report
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def _per_query_mean(evals: dict, keys: list[str], section: str, metric: str) -> dict[str, float]:
+    per = [evals[k][section]["per_query"][metric] for k in keys]
+    qids = sorted(set.intersection(*(set(p) for p in per)))
+    return {q: float(np.mean([p[q] for p in per])) for q in qids}
+
+
+def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, runs: dict, evals: dict,
+               students: dict, teacher_dir: Path, timer: _Timer, t_start: float, version: str) -> dict[str, Any]:
+    from dualist.diagnostics import normalized_margins, read_probes, score_distributions, score_evolution
+    from dualist.evaluation import paired_test
+    from dualist.report import (plot_gap, plot_margins, plot_score_distributions, plot_score_evolution,
+                                write_report)
+
+    seeds = sorted({s for _, s in students})
+    losses = [loss for loss in args.losses]
+
+    def row(label: str, keys: list[str], is_de: bool) -> dict[str, Any]:
+        r: dict[str, Any] = {"model": label}
+        cols = [("rerank_test", "mrr@10", "re-rank MRR@10"), ("rerank_test", "ndcg@10", "re-rank nDCG@10"),
+                ("retrieval_test", "ndcg@10", "retrieval nDCG@10"),
+                ("retrieval_test", "recall@100", "retrieval R@100"), ("rerank_dev", "ndcg@10", "dev nDCG@10")]
+        for section, metric, col in cols:
+            if not all(section in evals[k] for k in keys) or (section == "retrieval_test" and not is_de
+                                                               and label != BM25_LABEL):
+                r[col] = None
+                continue
+            mean, std = _mean_std([evals[k][section]["mean"][metric] for k in keys])
+            r[col] = mean
+            if len(keys) > 1:
+                r[col + " std"] = std
+        return r
+
+    rows = [row(BM25_LABEL, ["bm25"], False), row(ZERO_SHOT_LABEL, ["zeroshot"], True),
+            row(TEACHER_LABEL, ["teacher"], False)]
+    for loss in losses:
+        rows.append(row(LOSS_LABELS[loss], [f"{loss}-s{s}" for s in seeds], True))
+    columns = ["model", "re-rank MRR@10", "re-rank nDCG@10", "retrieval nDCG@10", "retrieval R@100",
+               "dev nDCG@10"]
+
+    # significance: each distilled student vs the one-hot DE, per-query re-rank nDCG@10 (mean over seeds)
+    significance = {}
+    if "onehot" in losses:
+        base = _per_query_mean(evals, [f"onehot-s{s}" for s in seeds], "rerank_test", "ndcg@10")
+        for loss in losses:
+            if loss == "onehot":
+                continue
+            other = _per_query_mean(evals, [f"{loss}-s{s}" for s in seeds], "rerank_test", "ndcg@10")
+            common = sorted(set(other) & set(base))
+            other = {q: other[q] for q in common}
+            stat, p = paired_test(other, {q: base[q] for q in common}, method="permutation", n_resamples=10000,
+                                  seed=0)
+            diff = float(np.mean([other[q] - base[q] for q in base if q in other]))
+            significance[LOSS_LABELS[loss]] = {"mean_diff": diff, "statistic": float(stat), "p_value": float(p)}
+
+    # the best distilled DE is chosen on dev, never on test
+    distilled = [loss for loss in losses if loss != "onehot"]
+    best_loss = max(distilled, key=lambda lo: np.mean([evals[f"{lo}-s{s}"]["rerank_dev"]["mean"]["ndcg@10"]
+                                                         for s in seeds])) if distilled else None
+    diag_models = {TEACHER_LABEL: "teacher"}
+    if "onehot" in losses:
+        diag_models[LOSS_LABELS["onehot"]] = f"onehot-s{seeds[0]}"
+    if best_loss:
+        diag_models[LOSS_LABELS[best_loss] + " (best on dev)"] = f"{best_loss}-s{seeds[0]}"
+
+    report_dir = work / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    qrels_test = ds.qrels_for("test")
+    margins = {lab: normalized_margins(evals[k]["rerank_test_scores"], qrels_test) for lab, k in diag_models.items()}
+    dists = {lab: score_distributions(evals[k]["rerank_test_scores"], qrels_test, standardize="query_minmax")
+             for lab, k in diag_models.items()}
+    gaps = {lab: {"train": evals[k]["rerank_train"]["mean"]["ndcg@10"],
+                  "test": evals[k]["rerank_test"]["mean"]["ndcg@10"]} for lab, k in diag_models.items()}
+    evolutions = {}
+    for lab, k in diag_models.items():
+        mdir = work / "models" / ("teacher" if k == "teacher" else f"student-{k.rsplit('-s', 1)[0]}-s"
+                                  f"{args.seed + int(k.rsplit('-s', 1)[1])}")
+        probes = mdir / "probes.jsonl"
+        if probes.exists():
+            evolutions[lab] = score_evolution(read_probes(probes))
+
+    img = {
+        "gap": plot_gap(gaps, report_dir / "gap.png", metric="re-rank nDCG@10"),
+        "dists": plot_score_distributions(dists, report_dir / "score_distributions.png"),
+        "margins": plot_margins(margins, report_dir / "margins.png"),
+    }
+    if evolutions:
+        img["evolution"] = plot_score_evolution(evolutions, report_dir / "score_evolution.png")
+
+    claims = _claims(rows, evals, losses, seeds, significance)
+    margin_summary = {lab: {"median": float(np.median(list(m.values()))) if m else math.nan,
+                            "mean": float(np.mean(list(m.values()))) if m else math.nan, "n": len(m)}
+                      for lab, m in margins.items()}
+    settings = {"dataset": name, "profile": dataclasses.asdict(prof), "seeds": args.seeds, "base_seed": args.seed,
+                "losses": losses, "device": args.device, "dev split": _dev_note(ds),
+                "queries (train/dev/test)": [len(ds.queries_for(s)) for s in ("train", "dev", "test")],
+                "documents": len(ds.corpus)}
+    timings = dict(timer.seconds)
+    timings["total"] = time.time() - t_start
+    gap_rows = [{"model": lab, "train nDCG@10": g["train"], "test nDCG@10": g["test"],
+                 "gap": g["train"] - g["test"]} for lab, g in gaps.items()]
+    margin_rows = [{"model": lab, **{k: v for k, v in ms.items()}} for lab, ms in margin_summary.items()]
+    sig_rows = [{"model": lab, "mean diff nDCG@10": v["mean_diff"], "p-value": f"{v['p_value']:.4f}"}
+                for lab, v in significance.items()]
+    sections = [
+        {"title": "Claims checked on this data", "text": "\n".join(claims), "image": None, "table": None},
+        {"title": "Train-vs-test gap (re-rank nDCG@10)",
+         "text": f"Train: {prof.gap_queries} training queries re-ranked like the test queries. A larger gap "
+                 "means more overfitting (the paper's explanation of the DE's shortfall).",
+         "image": img["gap"], "table": {"rows": gap_rows, "columns": ["model", "train nDCG@10", "test nDCG@10",
+                                                                     "gap"]}},
+        {"title": "Score distributions (test candidates, per-query min-max scaled)",
+         "text": "Positives vs negatives among the re-ranked BM25 candidates.", "image": img["dists"], "table": None},
+        {"title": "Normalized margins",
+         "text": "(s+ - max_neg s) / (max s - min s) per test query; higher is better, scale-free.",
+         "image": img["margins"], "table": {"rows": margin_rows, "columns": ["model", "median", "mean", "n"]}},
+    ]
+    if "evolution" in img:
+        sections.append({"title": f"Score evolution (training query {_probe_query_of(work)})",
+                         "text": "Scores of 5 positives (solid) and 5 negatives (dashed) across training steps.",
+                         "image": img["evolution"], "table": None})
+    if sig_rows:
+        sections.append({"title": "Paired permutation test vs DE one-hot (test re-rank nDCG@10)",
+                         "text": f"{len(seeds)} seed(s); per-query values averaged over seeds.",
+                         "image": None, "table": {"rows": sig_rows, "columns": ["model", "mean diff nDCG@10",
+                                                                                "p-value"]}})
+    notes = [prof.notes] if prof.notes else []
+    write_report(report_dir, title=f"dualist reproduction: {name} ({prof.name} profile)", table_rows=rows,
+                 columns=columns, sections=sections, settings=settings, timings=timings, version=version,
+                 notes=notes)
+    results = {"dataset": name, "profile": prof.name, "version": version, "rows": rows, "gaps": gaps,
+               "margins": margin_summary, "significance": significance, "claims": claims,
+               "best_distilled_on_dev": best_loss, "settings": settings, "timings": timings}
+    write_json(work / "results.json", results)
+    print(_console_table(rows, columns))
+    print("\n".join(claims))
+    print(f"report: {report_dir / 'index.html'}")
+    return results
+
+
+def _probe_query_of(work: Path) -> str:
+    import json
+
+    p = work / "models" / "teacher" / "probes.jsonl"
+    if p.exists():
+        first = p.read_text().splitlines()[:1]
+        if first:
+            return str(json.loads(first[0]).get("query_id", "?"))
+    return "?"
+
+
+def _dev_note(ds: Any) -> str:
+    carved = getattr(ds, "carved_dev", None)
+    return (f"carved from train (fraction {carved['fraction']}, seed {carved['seed']})" if carved
+            else "the dataset's own dev split")
+
+
+def _claims(rows: list[dict], evals: dict, losses: list[str], seeds: list[int], significance: dict) -> list[str]:
+    """The paper's three claims, checked on this run's test figures (reported, never tuned for)."""
+    by = {r["model"]: r for r in rows}
+    out = []
+    col = "re-rank nDCG@10"
+    t, o = by[TEACHER_LABEL][col], by.get(LOSS_LABELS["onehot"], {}).get(col)
+    if o is not None:
+        out.append(f"{'SUPPORTED' if t > o else 'NOT SUPPORTED'}: teacher beats one-hot DE in re-rank nDCG@10 "
+                   f"({t:.3f} vs {o:.3f}).")
+        if "m3se" in losses:
+            m = by[LOSS_LABELS["m3se"]][col]
+            gap = t - o
+            closed = (m - o) / gap if gap > 0 else float("nan")
+            sig = significance.get(LOSS_LABELS["m3se"], {})
+            ok = gap > 0 and closed >= 0.5
+            out.append(f"{'SUPPORTED' if ok else 'NOT SUPPORTED'}: DE + M3SE closes at least half of the "
+                       f"teacher/one-hot gap (closes {closed:.0%}: {m:.3f} vs one-hot {o:.3f}, teacher {t:.3f}).")
+            if sig:
+                beyond = sig["p_value"] < 0.05 and sig["mean_diff"] > 0
+                out.append(f"{'SUPPORTED' if beyond else 'NOT SUPPORTED'}: DE + M3SE beats the one-hot DE beyond "
+                           f"noise (paired permutation p = {sig['p_value']:.3f}, {len(seeds)} seed(s)).")
+    distilled = [r for r in rows if r["model"].startswith("DE + ")]
+    if distilled:
+        best = max(distilled, key=lambda r: r["dev nDCG@10"] or 0)
+        b, z = by[BM25_LABEL]["retrieval nDCG@10"], by[ZERO_SHOT_LABEL]["retrieval nDCG@10"]
+        v = best["retrieval nDCG@10"]
+        ok = v > b and v > z
+        out.append(f"{'SUPPORTED' if ok else 'NOT SUPPORTED'}: the best distilled DE on dev ({best['model']}) beats "
+                   f"BM25 and the zero-shot DE in retrieval nDCG@10 ({v:.3f} vs {b:.3f} and {z:.3f}).")
+    return out
+
+
+def _console_table(rows: list[dict], columns: list[str]) -> str:
+    from dualist.report import markdown_table
+
+    return markdown_table(rows, columns)

@@ -1,0 +1,78 @@
+"""Budgets of ``dualist repro``: ``quick`` (the README's main job) and ``full``.
+
+Every number here is a budget, not a tuned hyper-parameter: learning rates and step counts were set
+once from dev results and the machine's speed (2 CPU cores), never from test figures. ``--scale``
+multiplies the step budgets (e.g. on a GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["Profile", "PROFILES", "get_profile"]
+
+
+@dataclass
+class Profile:
+    name: str
+    # models
+    teacher_layers: int | None      # keep the first k layers of the backbone (None = all)
+    student_layers: int | None
+    teacher_max_length: int         # query + document tokens for the cross-encoder
+    query_max_length: int
+    doc_max_length: int
+    # candidates and evaluation
+    candidates_k: int = 100         # BM25 depth of every run
+    rerank_depth: int = 100         # test re-rank depth (the paper's table: BM25 top-100)
+    dev_depth: int = 30             # dev re-rank depth for checkpoint selection
+    gap_queries: int = 100          # training queries re-ranked for the train-vs-test gap
+    # teacher
+    teacher_steps: int = 200
+    teacher_batch_size: int = 8
+    teacher_negatives: int = 7
+    teacher_lr: float = 3e-5
+    # teacher scores used for distillation: each training query's top-``score_depth`` BM25 candidates
+    score_depth: int = 30
+    # students
+    student_steps: int = 200
+    student_batch_size: int = 16
+    student_negatives: int = 7
+    student_lr: float = 5e-5
+    # bookkeeping
+    epochs_eval: int = 1            # dev evaluations during training (at epoch ends)
+    probe_every: int = 20
+    batch_size_infer: int = 64
+    notes: str = ""
+
+    def scaled(self, factor: float) -> "Profile":
+        if factor == 1:
+            return self
+        return dataclasses.replace(self, teacher_steps=max(1, round(self.teacher_steps * factor)),
+                                   student_steps=max(1, round(self.student_steps * factor)))
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick", teacher_layers=3, student_layers=3, teacher_max_length=128, query_max_length=32,
+        doc_max_length=96, rerank_depth=30, dev_depth=20, gap_queries=60,
+        teacher_steps=90, teacher_batch_size=8, teacher_negatives=3, teacher_lr=5e-5,
+        score_depth=12, student_steps=36, student_batch_size=16, student_negatives=3, student_lr=5e-5,
+        probe_every=6,
+        notes="smoke-scale: 3-layer models, short sequences, BM25 top-30 re-ranked; every row and plot, "
+              "not the paper's budget"),
+    "full": Profile(
+        name="full", teacher_layers=None, student_layers=3, teacher_max_length=192, query_max_length=32,
+        doc_max_length=160, rerank_depth=100, dev_depth=30, gap_queries=100,
+        teacher_steps=260, teacher_batch_size=8, teacher_negatives=7, teacher_lr=3e-5,
+        score_depth=30, student_steps=180, student_batch_size=16, student_negatives=7, student_lr=5e-5,
+        probe_every=20,
+        notes="fits ~75 minutes per dataset on 2 CPU cores; use --scale on a GPU"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

@@ -1,0 +1,206 @@
+"""Stage functions shared by the command line and ``dualist repro``.
+
+Each stage reads its inputs from files or objects, writes its outputs to files and a ``.done.json``
+marker holding the fingerprint of everything the output depends on (inputs, settings, version). A
+stage whose marker matches is skipped, so an interrupted or repeated run only redoes what changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dualist._io import fingerprint_files, fingerprint_obj, read_json, write_json
+
+__all__ = [
+    "load_dataset",
+    "dataset_fingerprint",
+    "load_model",
+    "model_kind",
+    "is_done",
+    "mark_done",
+    "marker_path",
+    "run_candidates",
+    "run_rerank",
+    "run_retrieve",
+    "run_evaluate",
+    "dev_eval_fn",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- resume markers
+def marker_path(out: str | Path) -> Path:
+    """The ``.done.json`` marker of an output file or directory."""
+    out = Path(out)
+    return out / ".done.json" if out.is_dir() or not out.suffix else out.with_name(out.name + ".done.json")
+
+
+def is_done(out: str | Path, fingerprint: str) -> bool:
+    """True when ``out`` exists and its marker carries ``fingerprint``."""
+    out, m = Path(out), marker_path(out)
+    if not (out.exists() and m.exists()):
+        return False
+    try:
+        return read_json(m).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def mark_done(out: str | Path, fingerprint: str, **info: Any) -> None:
+    from dualist import __version__
+
+    write_json(marker_path(out), {"fingerprint": fingerprint, "dualist_version": __version__,
+                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
+
+
+# --------------------------------------------------------------------------- data and models
+def load_dataset(data: str | Path, *, dev_fraction: float | None = None, seed: int = 13,
+                 strict: bool = False) -> Any:
+    """Load a BEIR dataset; when it has no ``dev`` split and ``dev_fraction`` is set, carve one.
+
+    The carved dev queries are removed from ``train`` (a fixed, seeded slice, DESIGN.md §4).
+    """
+    from dualist.data import carve_dev, load_beir
+
+    ds = load_beir(data, strict=strict)
+    if dev_fraction and "dev" not in ds.splits and "train" in ds.splits:
+        train, dev = carve_dev(ds.qrels_for("train"), fraction=dev_fraction, seed=seed)
+        ds.qrels["train"] = train
+        ds.qrels["dev"] = dev
+        ds.carved_dev = {"fraction": dev_fraction, "seed": seed}  # type: ignore[attr-defined]
+        logger.info("carved a dev split of %d queries from train (fraction %.2f, seed %d)",
+                    len(dev), dev_fraction, seed)
+    return ds
+
+
+def dataset_fingerprint(dataset: Any, split: str | None = None) -> str:
+    """Fingerprint of the dataset files (and of the split's query ids, which carving may change)."""
+    base = getattr(dataset, "_fingerprint", None)
+    if base is None:
+        path = getattr(dataset, "path", None)
+        if path is not None and Path(path).exists():
+            base = fingerprint_files([Path(path) / "corpus.jsonl", Path(path) / "queries.jsonl"])
+        else:
+            base = fingerprint_obj(sorted(dataset.corpus)[:1000] + sorted(dataset.queries)[:1000])
+        try:
+            dataset._fingerprint = base
+        except AttributeError:  # frozen dataclass: just recompute next time
+            pass
+    if split is None:
+        return base
+    return fingerprint_obj([base, split, dataset.qrels_for(split)])
+
+
+def model_kind(path: str | Path) -> str:
+    """``"cross_encoder"`` or ``"dual_encoder"``, read from the model folder's ``dualist.json``."""
+    from dualist._io import read_meta
+    from dualist.errors import ConfigError
+
+    meta = read_meta(path) or {}
+    cls = str(meta.get("model_class", ""))
+    if cls == "CrossEncoder":
+        return "cross_encoder"
+    if cls == "DualEncoder":
+        return "dual_encoder"
+    hint = ""
+    if (Path(path) / "model" / "dualist.json").exists():
+        hint = f"; the trained model is in {Path(path) / 'model'}"
+    raise ConfigError(f"{path}: not a dualist model folder (no dualist.json naming a CrossEncoder or DualEncoder);"
+                      f" pass the model/ folder written by 'dualist train-teacher' or 'dualist train-student'{hint}")
+
+
+def load_model(path: str | Path, **overrides: Any) -> Any:
+    """Load a saved :class:`~dualist.models.CrossEncoder` or :class:`~dualist.models.DualEncoder`."""
+    from dualist.models import CrossEncoder, DualEncoder
+
+    cls = CrossEncoder if model_kind(path) == "cross_encoder" else DualEncoder
+    return cls.from_pretrained(path, **overrides)
+
+
+# --------------------------------------------------------------------------- stages
+def run_candidates(dataset: Any, split: str, out: str | Path, *, k: int = 100, force: bool = False,
+                   **bm25_params: Any) -> dict[str, dict[str, float]]:
+    """BM25 top-``k`` for the queries of ``split``, written as a TREC run (skipped when up to date)."""
+    from dualist.candidates import BM25Retriever
+    from dualist.data import read_trec_run, write_trec_run
+
+    out = Path(out)
+    fp = fingerprint_obj(["bm25", dataset_fingerprint(dataset, split), k, bm25_params])
+    if not force and is_done(out, fp):
+        logger.info("candidates up to date: %s", out)
+        return read_trec_run(out)
+    t0 = time.time()
+    retriever = BM25Retriever(**bm25_params)
+    retriever.index(dataset.corpus)
+    run = retriever.search(dataset.queries_for(split), k=k)
+    write_trec_run(run, out, tag="bm25")
+    mark_done(out, fp, stage="candidates", split=split, k=k, params=bm25_params, seconds=time.time() - t0)
+    return run
+
+
+def run_rerank(model: Any, dataset: Any, split: str, candidates: dict[str, dict[str, float]], *,
+               depth: int = 100, batch_size: int = 64, out: str | Path | None = None,
+               doc_embeddings: Any = None) -> dict[str, dict[str, float]]:
+    """Re-score the top-``depth`` candidates of ``split`` with ``model``; optionally write the run."""
+    from dualist.data import write_trec_run
+    from dualist.evaluation.modes import rerank
+
+    run = rerank(model, dataset, dataset.queries_for(split), candidates, depth=depth, batch_size=batch_size,
+                 doc_embeddings=doc_embeddings)
+    if out is not None:
+        write_trec_run(run, out, tag="rerank")
+    return run
+
+
+def run_retrieve(model: Any, dataset: Any, split: str, *, k: int = 100, index: Any = None,
+                 batch_size: int = 64, out: str | Path | None = None,
+                 doc_embeddings: Any = None) -> dict[str, dict[str, float]]:
+    """Full-corpus retrieval for the queries of ``split``; optionally write the run."""
+    from dualist.data import write_trec_run
+    from dualist.evaluation.modes import retrieve
+
+    run = retrieve(model, dataset, dataset.queries_for(split), k=k, index=index, batch_size=batch_size,
+                   doc_embeddings=doc_embeddings)
+    if out is not None:
+        write_trec_run(run, out, tag="retrieval")
+    return run
+
+
+def run_evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: list[str], *,
+                 out: str | Path | None = None, ignore_identical_ids: bool = False,
+                 info: dict[str, Any] | None = None) -> Any:
+    """Evaluate ``run`` and write ``{"mean":…, "per_query":…}`` JSON when ``out`` is given."""
+    from dualist.evaluation import evaluate
+
+    res = evaluate(qrels, run, metrics, ignore_identical_ids=ignore_identical_ids)
+    if out is not None:
+        write_json(out, {**(info or {}), **res.to_dict()})
+    return res
+
+
+def dev_eval_fn(dataset: Any, split: str, candidates: dict[str, dict[str, float]], *, depth: int = 100,
+                metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
+                batch_size: int = 64) -> Callable[[Any], dict[str, float]]:
+    """An ``eval_fn(model) -> {metric: value}`` that re-ranks ``split``'s candidates (for best-checkpoint choice)."""
+    from dualist.evaluation import evaluate
+    from dualist.evaluation.modes import rerank
+
+    queries = dataset.queries_for(split)
+    qrels = dataset.qrels_for(split)
+
+    def eval_fn(model: Any) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            run = rerank(model, dataset, queries, candidates, depth=depth, batch_size=batch_size,
+                         show_progress=False)
+        finally:
+            model.train(was_training)
+        return dict(evaluate(qrels, run, list(metrics)).mean)
+
+    return eval_fn

@@ -1,0 +1,112 @@
+"""End to end: every CLI stage on the tiny BEIR fixture with a tiny local BERT (offline, seconds)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dualist.cli import main
+
+TRAIN = ["--max-steps", "4", "--batch-size", "4", "--num-negatives", "3", "--log-every", "1"]
+
+
+def run(*argv: str) -> None:
+    assert main([*map(str, argv)]) == 0
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_beir, tiny_bert, tmp_path_factory):
+    w = tmp_path_factory.mktemp("cli")
+    d = ["--data", str(tiny_beir)]
+    for split in ("train", "dev", "test"):
+        run("candidates", *d, "--split", split, "--k", 20, "--out", w / f"runs/{split}.bm25.trec")
+    run("train-teacher", *d, "--candidates", w / "runs/train.bm25.trec", "--dev-split", "dev",
+        "--dev-candidates", w / "runs/dev.bm25.trec", "--dev-depth", 10, "--model", tiny_bert,
+        "--max-length", 64, *TRAIN, "--out", w / "models/teacher")
+    teacher = w / "models/teacher"
+    run("score-teacher", *d, "--teacher", _model_dir(teacher), "--candidates", w / "runs/train.bm25.trec",
+        "--depth", 10, "--out", w / "scores/train.teacher.parquet")
+    run("train-student", *d, "--loss", "m3se", "--teacher-scores", w / "scores/train.teacher.parquet",
+        "--candidates", w / "runs/train.bm25.trec", "--model", tiny_bert, "--neg-rank-max", 10, *TRAIN,
+        "--out", w / "models/student-m3se")
+    return w, d
+
+
+def _model_dir(out: Path) -> Path:
+    """The folder the trainer left its chosen model in (``model/``)."""
+    return out / "model"
+
+
+def test_candidates_run_and_resolved_config(pipeline, tiny_beir):
+    w, _ = pipeline
+    lines = (w / "runs/test.bm25.trec").read_text().splitlines()
+    assert lines and all(len(line.split()) == 6 for line in lines)
+    cfg = yaml.safe_load((w / "runs/test.bm25.trec.config.yaml").read_text())
+    assert cfg["k"] == 20 and cfg["split"] == "test" and cfg["data"] == str(tiny_beir)
+
+
+def test_teacher_and_student_folders(pipeline):
+    w, _ = pipeline
+    assert (w / "models/teacher/config.yaml").exists()
+    assert (w / "models/teacher/metrics.jsonl").read_text().count("\n") >= 4
+    assert (_model_dir(w / "models/student-m3se") / "modules.json").exists()
+
+
+def test_rerank_search_index_evaluate(pipeline, tmp_path):
+    w, d = pipeline
+    student, teacher = _model_dir(w / "models/student-m3se"), _model_dir(w / "models/teacher")
+    run("rerank", *d, "--model", teacher, "--candidates", w / "runs/test.bm25.trec", "--depth", 10,
+        "--out", tmp_path / "ce.trec")
+    run("rerank", *d, "--model", student, "--candidates", w / "runs/test.bm25.trec", "--depth", 10,
+        "--out", tmp_path / "de.trec")
+    run("index", *d, "--model", student, "--out", tmp_path / "index")
+    run("search", *d, "--model", student, "--index", tmp_path / "index", "--k", 10,
+        "--rerank-with", teacher, "--rerank-depth", 5, "--out", tmp_path / "two-stage.trec")
+    run("search", *d, "--model", student, "--k", 10, "--out", tmp_path / "exact.trec")
+    for name in ("ce", "de", "two-stage", "exact"):
+        run("evaluate", *d, "--split", "test", "--run", tmp_path / f"{name}.trec", "--metrics",
+            "ndcg@10,mrr@10,recall@100", "--out", tmp_path / f"{name}.json")
+        res = json.loads((tmp_path / f"{name}.json").read_text())
+        assert set(res["mean"]) == {"ndcg@10", "mrr@10", "recall@100"}
+        assert all(0.0 <= v <= 1.0 for v in res["mean"].values())
+    # The re-ranked run keeps the candidate set: depth 10 -> at most 10 docs per query.
+    run_lines = (tmp_path / "de.trec").read_text().splitlines()
+    per_q: dict[str, int] = {}
+    for line in run_lines:
+        per_q[line.split()[0]] = per_q.get(line.split()[0], 0) + 1
+    assert max(per_q.values()) <= 10
+
+
+def test_yaml_config_is_honoured_and_flags_win(pipeline, tmp_path):
+    w, d = pipeline
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"split": "dev", "k": 7, "out": str(tmp_path / "x.trec")}))
+    run("candidates", *d, "--config", cfg, "--k", 5)
+    counts: dict[str, int] = {}
+    for line in (tmp_path / "x.trec").read_text().splitlines():
+        counts[line.split()[0]] = counts.get(line.split()[0], 0) + 1
+    assert max(counts.values()) == 5  # the flag beat the YAML's 7
+    assert yaml.safe_load((tmp_path / "x.trec.config.yaml").read_text())["split"] == "dev"
+
+
+def test_errors_are_clear(tiny_beir, tmp_path, capsys):
+    assert main(["candidates", "--data", str(tiny_beir), "--split", "nope", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "train" in err  # names the bad split and lists the ones that exist
+    assert main(["candidates", "--data", str(tiny_beir)]) == 2
+    assert "--out is required" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help():
+    out = subprocess.run([sys.executable, "-m", "dualist", "--help"], capture_output=True, text=True, check=True)
+    for sub in ("candidates", "train-teacher", "score-teacher", "train-student", "index", "search", "rerank",
+                "evaluate", "repro"):
+        assert sub in out.stdout
+    h = subprocess.run([sys.executable, "-m", "dualist", "train-student", "--help"], capture_output=True,
+                       text=True, check=True).stdout
+    assert "m3se" in h and "margin_mse" in h and "--lr" in h and "(default:" in h
