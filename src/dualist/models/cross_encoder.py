@@ -1,0 +1,192 @@
+"""The cross-attention (CA) teacher: query and document read together, one relevance logit out.
+
+The model is the backbone's own ``AutoModelForSequenceClassification`` with ``num_labels=1``, so a
+saved teacher is a plain Hugging Face folder: ``AutoModelForSequenceClassification`` and
+``sentence_transformers.CrossEncoder`` load it and give the same logits (the folder asks
+sentence-transformers for raw logits, not its default sigmoid). For BERT the head is the
+checkpoint's pooler (dense + tanh over ``[CLS]``) followed by a fresh linear layer, drawn from
+torch's global RNG: ``torch.manual_seed`` makes it reproducible.
+
+>>> import tempfile, pathlib
+>>> from dualist.testing import make_tiny_bert
+>>> path = make_tiny_bert(pathlib.Path(tempfile.mkdtemp()) / "bert")
+>>> _ = torch.manual_seed(0)
+>>> ce = CrossEncoder(model=str(path), max_length=64)
+>>> ce.score(["protein folding", "climate"], ["enzyme binding", "ocean warming"]).shape
+(2,)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dualist._io import read_meta, write_meta
+from dualist.config import opt
+from dualist.errors import ConfigError, DualistError
+from dualist.models._common import (
+    Collector,
+    check_texts,
+    effective_length,
+    eval_mode,
+    length_sorted_batches,
+    model_max_length,
+    with_overrides,
+)
+from dualist.models.backbone import load_pretrained
+
+__all__ = ["CrossEncoderConfig", "CrossEncoder"]
+
+logger = logging.getLogger(__name__)
+
+# sentence-transformers applies a sigmoid to 1-label cross-encoders unless the config says otherwise.
+_ST_RAW_LOGITS = {"activation_fn": "torch.nn.modules.linear.Identity"}
+
+
+@dataclass
+class CrossEncoderConfig:
+    """How the teacher is built (written to ``dualist.json`` beside the weights)."""
+
+    model: str = opt("minilm-l6", "backbone: Hugging Face id, local path or alias (minilm-l6)")
+    num_layers: int | None = opt(None, "keep only the first k transformer layers of the backbone")
+    max_length: int = opt(256, "query + document are truncated to this many tokens (the document is cut)")
+
+
+class CrossEncoder(torch.nn.Module):
+    """A cross-encoder scorer: ``score(q, d) = head(backbone([CLS] q [SEP] d [SEP]))``.
+
+    ``forward`` is the training path (logits with gradients); ``score`` the inference path.
+    """
+
+    def __init__(self, config: CrossEncoderConfig | None = None, **overrides: Any):
+        super().__init__()
+        cfg = with_overrides(CrossEncoderConfig, config, overrides)
+        model, tokenizer = _load_classifier(cfg.model, cfg.num_layers)
+        self._setup(cfg, model, tokenizer, base_model=cfg.model)
+
+    def _setup(self, cfg: CrossEncoderConfig, model, tokenizer, base_model: str) -> None:
+        if cfg.max_length < 3:
+            raise ConfigError(f"max_length must be >= 3 (room for the special tokens), got {cfg.max_length}")
+        self.config = cfg
+        self.base_model = base_model
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "right"
+        self._max_len = effective_length(cfg.max_length, model_max_length(model, tokenizer), "max_length")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ tokenization
+    def _tokenize_pairs(self, queries: list[str], docs: list[str], **kwargs: Any) -> dict[str, Any]:
+        """Tokenize pairs, cutting only the document; a query too long for that is cut too (longest first)."""
+        try:
+            return self.tokenizer(queries, docs, truncation="only_second", max_length=self._max_len, **kwargs)
+        except Exception:  # noqa: BLE001 - tokenizers raises a bare Exception on impossible truncation
+            pass
+        parts = []
+        for q, d in zip(queries, docs):
+            try:
+                parts.append(self.tokenizer([q], [d], truncation="only_second", max_length=self._max_len))
+            except Exception:  # noqa: BLE001
+                logger.debug("query too long for only_second truncation; cutting it too: %.60r", q)
+                parts.append(self.tokenizer([q], [d], truncation="longest_first", max_length=self._max_len))
+        merged = {name: [p[name][0] for p in parts] for name in parts[0].keys()}
+        if kwargs.get("padding") or kwargs.get("return_tensors"):
+            return self.tokenizer.pad(merged, return_tensors=kwargs.get("return_tensors"))
+        return merged
+
+    # ------------------------------------------------------------------ training path
+    def forward(self, queries: list[str], docs: list[str]) -> torch.Tensor:
+        """Logits ``(n,)`` for aligned ``(queries[i], docs[i])`` pairs, with gradients (training path)."""
+        queries, docs = check_texts(queries, "queries"), check_texts(docs, "docs")
+        if len(queries) != len(docs):
+            raise ValueError(f"queries and docs must pair up, got {len(queries)} and {len(docs)}")
+        if not queries:
+            return torch.zeros(0, device=self.device)
+        batch = self._tokenize_pairs(queries, docs, padding=True, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return self.model(**batch).logits[:, 0]
+
+    # ------------------------------------------------------------------ inference path
+    def score(self, queries: list[str], docs: list[str], batch_size: int = 64,
+              show_progress: bool | None = None) -> np.ndarray:
+        """Float32 logits ``(n,)`` for aligned pairs, in input order (inference: no grad, no dropout,
+        length-sorted and dynamically padded batches)."""
+        queries, docs = check_texts(queries, "queries"), check_texts(docs, "docs")
+        if len(queries) != len(docs):
+            raise ValueError(f"queries and docs must pair up, got {len(queries)} and {len(docs)}")
+        out = Collector((len(queries),), self.device)
+
+        def tokenize(idx):
+            enc = self._tokenize_pairs([queries[i] for i in idx], [docs[i] for i in idx],
+                                       return_attention_mask=False)
+            return {k: v for k, v in enc.items() if k != "attention_mask"}
+
+        pad = {"input_ids": self.tokenizer.pad_token_id or 0,
+               "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0)}
+        char_lengths = [len(q) + len(d) for q, d in zip(queries, docs)]
+        with torch.inference_mode(), eval_mode(self.model):
+            for idx, batch in length_sorted_batches(len(queries), char_lengths, tokenize, batch_size, pad,
+                                                    self.device, desc="score pairs",
+                                                    show_progress=show_progress):
+                out.add(idx, self.model(**batch).logits[:, 0])
+        return out.flush()
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Save a Hugging Face sequence-classification folder (safetensors) plus ``dualist.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.config.sentence_transformers = dict(_ST_RAW_LOGITS)
+        self.model.save_pretrained(path)
+        # Saved as the tokenizer's limit so other loaders (sentence-transformers) truncate as we do.
+        limit = self.tokenizer.model_max_length
+        try:
+            self.tokenizer.model_max_length = self._max_len
+            self.tokenizer.save_pretrained(path)
+        finally:
+            self.tokenizer.model_max_length = limit
+        write_meta(path, stage="model", config=self.config,
+                   extra={"model_class": "CrossEncoder", "base_model": self.base_model,
+                          "layout": "transformers-sequence-classification"})
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides: Any) -> CrossEncoder:
+        """Load a folder written by :meth:`save_pretrained` (or any 1-label HF cross-encoder folder);
+        keywords override saved config fields."""
+        path = Path(path)
+        if not path.is_dir():
+            raise DualistError(f"{path} is not a directory; expected a folder written by CrossEncoder.save_pretrained")
+        if "model" in overrides:
+            raise ConfigError("from_pretrained loads the weights in `path`; `model` cannot be overridden")
+        meta = read_meta(path)
+        saved: dict[str, Any] = {}
+        base_model = str(path)
+        if meta is not None:
+            if meta.get("model_class", "CrossEncoder") != "CrossEncoder":
+                raise DualistError(f"{path} holds a {meta.get('model_class')}, not a CrossEncoder")
+            saved = dict(meta["config"])
+            base_model = meta.get("base_model", saved.get("model", base_model))
+        saved["model"] = str(path)
+        cfg = with_overrides(CrossEncoderConfig, None, {**saved, **overrides})
+        model, tokenizer = _load_classifier(str(path), cfg.num_layers)
+        obj = cls.__new__(cls)
+        torch.nn.Module.__init__(obj)
+        obj._setup(cfg, model, tokenizer, base_model=base_model)
+        return obj
+
+
+def _load_classifier(spec: str, num_layers: int | None):
+    from transformers import AutoModelForSequenceClassification
+
+    # ignore_mismatched_sizes: a checkpoint with a k-label head gets a fresh 1-label one.
+    return load_pretrained(spec, AutoModelForSequenceClassification, num_layers, num_labels=1,
+                           ignore_mismatched_sizes=True)

@@ -1,0 +1,130 @@
+"""CrossEncoder: forward == score, order, determinism, save/load, Hugging Face and sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from dualist.errors import ConfigError
+from dualist.models import CrossEncoder, CrossEncoderConfig
+from dualist.testing import TOPICS
+
+
+def _pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    words = [w for ws in TOPICS.values() for w in ws]
+    queries = [" ".join(rng.choices(words, k=rng.randint(1, 5))) for _ in range(n)]
+    docs = [" ".join(rng.choices(words, k=rng.randint(1, 40))) for _ in range(n)]
+    return queries, docs
+
+
+@pytest.fixture(scope="module")
+def ce(tiny_bert) -> CrossEncoder:
+    torch.manual_seed(0)
+    return CrossEncoder(model=str(tiny_bert), max_length=48).eval()
+
+
+def test_forward_shape_and_grad(ce):
+    q, d = _pairs(5)
+    ce.train()
+    logits = ce(q, d)
+    ce.eval()
+    assert logits.shape == (5,) and logits.requires_grad
+    logits.sum().backward()
+    assert ce.model.classifier.weight.grad is not None
+    ce.zero_grad()
+
+
+def test_forward_matches_score(ce):
+    q, d = _pairs(23)
+    with torch.no_grad():
+        trained = ce(q, d).numpy()
+    scores = ce.score(q, d, batch_size=4)
+    assert scores.dtype == np.float32 and scores.shape == (23,)
+    np.testing.assert_allclose(scores, trained, atol=1e-5)
+    assert np.std(scores) > 0  # not a constant head
+
+
+def test_score_order_preserved(ce):
+    q, d = _pairs(31, seed=2)
+    scores = ce.score(q, d, batch_size=3)
+    perm = np.random.default_rng(1).permutation(31)
+    shuffled = ce.score([q[i] for i in perm], [d[i] for i in perm], batch_size=5)
+    np.testing.assert_allclose(shuffled, scores[perm], atol=1e-5)
+    assert ce.score([], []).shape == (0,)
+
+
+def test_pairs_must_align(ce):
+    with pytest.raises(ValueError, match="pair up"):
+        ce.score(["a"], ["b", "c"])
+
+
+def test_truncation_cuts_the_document(ce):
+    query = "protein folding"
+    doc = " ".join(["enzyme"] * 200)
+    enc = ce._tokenize_pairs([query], [doc])
+    ids = enc["input_ids"][0]
+    assert len(ids) == 48
+    assert ce.tokenizer.decode(ids[1:3]) == "protein folding"
+    # A query longer than max_length still scores (it is cut too) instead of failing.
+    long_query = " ".join(["climate"] * 100)
+    with torch.no_grad():
+        forward = ce([long_query, query], [doc, doc]).numpy()
+    np.testing.assert_allclose(ce.score([long_query, query], [doc, doc]), forward, atol=1e-5)
+
+
+def test_deterministic_given_seed(tiny_bert):
+    q, d = _pairs(6)
+
+    def build():
+        torch.manual_seed(123)
+        return CrossEncoder(model=str(tiny_bert), max_length=48).score(q, d)
+
+    np.testing.assert_array_equal(build(), build())
+    torch.manual_seed(7)
+    assert np.abs(CrossEncoder(model=str(tiny_bert), max_length=48).score(q, d) - build()).max() > 1e-4
+
+
+def test_num_layers(tiny_bert):
+    model = CrossEncoder(CrossEncoderConfig(model=str(tiny_bert), num_layers=1, max_length=48))
+    assert len(model.model.bert.encoder.layer) == 1 and model.model.config.num_hidden_layers == 1
+    with pytest.raises(ConfigError, match="between 1 and 2"):
+        CrossEncoder(model=str(tiny_bert), num_layers=5)
+
+
+def test_save_load_round_trip(ce, tmp_path):
+    path = ce.save_pretrained(tmp_path / "teacher")
+    assert (path / "model.safetensors").exists() and (path / "config.json").exists()
+    assert not list(path.rglob("*.bin")) and not list(path.rglob("*.pkl"))
+    meta = json.loads((path / "dualist.json").read_text())
+    assert meta["model_class"] == "CrossEncoder" and meta["config"]["max_length"] == 48
+    loaded = CrossEncoder.from_pretrained(path)
+    assert loaded.config.max_length == 48
+    q, d = _pairs(17)
+    np.testing.assert_array_equal(loaded.score(q, d), ce.score(q, d))
+
+
+def test_transformers_loads_saved_teacher(ce, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = ce.save_pretrained(tmp_path / "teacher")
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    q, d = _pairs(4)
+    with torch.no_grad():
+        logits = model(**tokenizer(q, d, padding=True, truncation="only_second", max_length=48,
+                                   return_tensors="pt")).logits[:, 0].numpy()
+    np.testing.assert_allclose(logits, ce.score(q, d), atol=1e-5)
+
+
+def test_sentence_transformers_loads_saved_teacher(ce, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    path = ce.save_pretrained(tmp_path / "teacher")
+    st_model = st.CrossEncoder(str(path), device="cpu", local_files_only=True)
+    q, d = _pairs(6)
+    theirs = st_model.predict(list(zip(q, d)))
+    np.testing.assert_allclose(theirs, ce.score(q, d), atol=1e-5)  # raw logits, no sigmoid
