@@ -105,12 +105,20 @@ def test_save_load_round_trip(ce, tmp_path):
     loaded = CrossEncoder.from_pretrained(path)
     assert loaded.config.max_length == 48
     q, d = _pairs(17)
-    np.testing.assert_array_equal(loaded.score(q, d), ce.score(q, d))
+    # Same weights and inputs; the mean-pool bmm may round differently in the last bit (~1e-9).
+    np.testing.assert_allclose(loaded.score(q, d), ce.score(q, d), rtol=0, atol=1e-6)
 
 
-def test_transformers_loads_saved_teacher(ce, tmp_path):
+@pytest.fixture
+def cls_ce(tiny_bert):
+    torch.manual_seed(0)
+    return CrossEncoder(model=str(tiny_bert), max_length=48, pooling="cls").eval()
+
+
+def test_transformers_loads_saved_teacher(cls_ce, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    ce = cls_ce
     path = ce.save_pretrained(tmp_path / "teacher")
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -121,10 +129,37 @@ def test_transformers_loads_saved_teacher(ce, tmp_path):
     np.testing.assert_allclose(logits, ce.score(q, d), atol=1e-5)
 
 
-def test_sentence_transformers_loads_saved_teacher(ce, tmp_path):
+def test_sentence_transformers_loads_saved_teacher(cls_ce, tmp_path):
     st = pytest.importorskip("sentence_transformers")
+    ce = cls_ce
     path = ce.save_pretrained(tmp_path / "teacher")
     st_model = st.CrossEncoder(str(path), device="cpu", local_files_only=True)
     q, d = _pairs(6)
     theirs = st_model.predict(list(zip(q, d)))
     np.testing.assert_allclose(theirs, ce.score(q, d), atol=1e-5)  # raw logits, no sigmoid
+
+
+def test_mean_pooling_head_is_the_default_and_differs_from_cls(tiny_bert, tmp_path):
+    torch.manual_seed(0)
+    mean = CrossEncoder(model=str(tiny_bert), max_length=48).eval()
+    assert mean.config.pooling == "mean"
+    torch.manual_seed(0)
+    cls = CrossEncoder(model=str(tiny_bert), max_length=48, pooling="cls").eval()
+    q, d = _pairs(4)
+    assert np.abs(mean.score(q, d) - cls.score(q, d)).max() > 1e-4
+    np.testing.assert_allclose(mean(q, d).detach().numpy(), mean.score(q, d), atol=1e-5)
+    again = CrossEncoder.from_pretrained(mean.save_pretrained(tmp_path / "m"))
+    assert again.config.pooling == "mean"
+    np.testing.assert_allclose(again.score(q, d), mean.score(q, d), atol=1e-6)
+
+
+def test_mean_pooled_minilm_separates_unrelated_pairs_from_the_start():
+    """all-MiniLM-L6-v2's [CLS] state barely depends on the input; the mean-pooled head must."""
+    torch.manual_seed(0)
+    q = ["what causes cancer"] * 2
+    d = ["tumor cells grow uncontrollably due to mutations", "the weather in paris is sunny today"]
+    mean = CrossEncoder(model="minilm-l6", num_layers=2, max_length=64)
+    cls = CrossEncoder(model="minilm-l6", num_layers=2, max_length=64, pooling="cls")
+    spread_mean = abs(float(np.diff(mean.score(q, d))[0]))
+    spread_cls = abs(float(np.diff(cls.score(q, d))[0]))
+    assert spread_mean > 10 * spread_cls

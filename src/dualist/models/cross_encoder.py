@@ -7,6 +7,13 @@ sentence-transformers for raw logits, not its default sigmoid). For BERT the hea
 checkpoint's pooler (dense + tanh over ``[CLS]``) followed by a fresh linear layer, drawn from
 torch's global RNG: ``torch.manual_seed`` makes it reproducible.
 
+``pooling="mean"`` (the default) feeds the mean of the last hidden states to that linear layer
+instead of the ``[CLS]`` pooler. Backbones trained with mean pooling, such as all-MiniLM-L6-v2,
+give an almost identical ``[CLS]`` state for every input (measured: pooled outputs of unrelated
+pairs differ by ~1e-4), so a ``[CLS]`` head starts with no signal and a short fine-tuning cannot
+learn. A mean-pooled teacher loads only in dualist; ``pooling="cls"`` keeps the plain Hugging Face
+semantics that ``sentence_transformers.CrossEncoder`` reproduces.
+
 >>> import tempfile, pathlib
 >>> from dualist.testing import make_tiny_bert
 >>> path = make_tiny_bert(pathlib.Path(tempfile.mkdtemp()) / "bert")
@@ -21,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +39,7 @@ from dualist.errors import ConfigError, DualistError
 from dualist.models._common import (
     Collector,
     check_texts,
+    mean_pool,
     effective_length,
     eval_mode,
     length_sorted_batches,
@@ -55,6 +63,8 @@ class CrossEncoderConfig:
     model: str = opt("minilm-l6", "backbone: Hugging Face id, local path or alias (minilm-l6)")
     num_layers: int | None = opt(None, "keep only the first k transformer layers of the backbone")
     max_length: int = opt(256, "query + document are truncated to this many tokens (the document is cut)")
+    pooling: Literal["mean", "cls"] = opt("mean", "head input: mean of the last hidden states, or the "
+                                                  "backbone's [CLS] pooler (loadable by sentence-transformers)")
 
 
 class CrossEncoder(torch.nn.Module):
@@ -70,6 +80,9 @@ class CrossEncoder(torch.nn.Module):
         self._setup(cfg, model, tokenizer, base_model=cfg.model)
 
     def _setup(self, cfg: CrossEncoderConfig, model, tokenizer, base_model: str) -> None:
+        if cfg.pooling == "mean" and not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
+            raise ConfigError(f"pooling='mean' needs a backbone whose classification head is one linear layer "
+                              f"(BERT-like); {type(model).__name__} has another head: use pooling='cls'")
         if cfg.max_length < 3:
             raise ConfigError(f"max_length must be >= 3 (room for the special tokens), got {cfg.max_length}")
         self.config = cfg
@@ -112,7 +125,18 @@ class CrossEncoder(torch.nn.Module):
             return torch.zeros(0, device=self.device)
         batch = self._tokenize_pairs(queries, docs, padding=True, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        return self.model(**batch).logits[:, 0]
+        return self._logits(batch)
+
+    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return self.model(**batch).logits[:, 0]
+        base = getattr(self.model, self.model.base_model_prefix)
+        hidden = base(**batch).last_hidden_state
+        pooled = mean_pool(hidden, batch["attention_mask"])
+        dropout = getattr(self.model, "dropout", None)
+        if dropout is not None:
+            pooled = dropout(pooled)
+        return self.model.classifier(pooled)[:, 0]
 
     # ------------------------------------------------------------------ inference path
     def score(self, queries: list[str], docs: list[str], batch_size: int = 64,
@@ -136,7 +160,7 @@ class CrossEncoder(torch.nn.Module):
             for idx, batch in length_sorted_batches(len(queries), char_lengths, tokenize, batch_size, pad,
                                                     self.device, desc="score pairs",
                                                     show_progress=show_progress):
-                out.add(idx, self.model(**batch).logits[:, 0])
+                out.add(idx, self._logits(batch))
         return out.flush()
 
     # ------------------------------------------------------------------ save / load
