@@ -397,6 +397,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Applications configure: keep transformers' per-load progress bars and init reports out of the
+    # way (our own bars and logging say what happens); a user's explicit setting wins.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser, handlers = build_parser()
     ns = parser.parse_args(argv)
     if not ns.command:

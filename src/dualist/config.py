@@ -152,7 +152,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, title: str | 
             kwargs["metavar"] = getattr(base, "__name__", "VALUE").upper()
         shown = "none" if default is None else (",".join(map(str, default)) if isinstance(default, list)
                                                  else default)
-        kwargs["help"] = f"{help_text} (default: {shown})".strip()
+        if shown == "":
+            shown = "none"
+        kwargs["help"] = help_text if "(default" in help_text else f"{help_text} (default: {shown})".strip()
         group.add_argument(_flag(f.name), **kwargs)
 
 

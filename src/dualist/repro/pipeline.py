@@ -55,7 +55,7 @@ RETRIEVAL_METRICS = ["ndcg@10", "mrr@10", "recall@100"]
 class ReproArgs:
     dataset: str = opt("scifact", "BEIR folder path, or a dataset name (looked up under --data-root, then "
                                   "downloaded into the cache when online)")
-    data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT)")
+    data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT, if set)")
     profile: Literal["quick", "full"] = opt("quick", "budget: quick (~20 min on 2 CPU cores) or full "
                                                      "(~75 min per dataset on 2 CPU cores)")
     out: str = opt("", "work folder (default: repro/<dataset>-<profile>)")
