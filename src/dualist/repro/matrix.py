@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "MATRIX_PATH"]
+__all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "record_entry", "MATRIX_PATH"]
 
 logger = logging.getLogger(__name__)
 MATRIX_PATH = Path(__file__).with_name("matrix.yaml")
@@ -57,14 +57,18 @@ def check_matrix(args: Any) -> dict[str, Any]:
     failures = 0
     report = []
     for entry in matrix["entries"]:
+        label = f"{Path(entry['dataset']).name}-{entry['profile']}"
         sub = dataclasses.replace(args, check=False, table=False, dataset=entry["dataset"],
                                   profile=entry["profile"], seeds=int(entry.get("seeds", 1)),
-                                  out=args.out and str(Path(args.out) / f"{entry['dataset']}-{entry['profile']}"))
+                                  override=list(entry.get("override", args.override)),
+                                  model=entry.get("model", args.model),
+                                  losses=list(entry.get("losses", args.losses)),
+                                  out=args.out and str(Path(args.out) / label))
         res = run_repro(sub)
         for model, col, got, want, ok in compare_rows(res["rows"], entry["expected"], entry.get("tolerance", tol)):
             failures += not ok
             shown = "missing" if got is None else f"{got:.3f}"
-            line = (f"{'OK  ' if ok else 'FAIL'} {entry['dataset']:<10} {entry['profile']:<6} {model:<24} "
+            line = (f"{'OK  ' if ok else 'FAIL'} {Path(entry['dataset']).name:<10} {entry['profile']:<6} {model:<24} "
                     f"{col:<18} got {shown} expected {want:.3f} ± {tol}")
             print(line)
             report.append(line)
@@ -87,3 +91,29 @@ def print_table(path: str | Path | None = None) -> str:
             head += f" — {entry['note']}"
         blocks.append(head + "\n\n" + markdown_table(rows, ["model", *TABLE_COLUMNS]))
     return "\n\n".join(blocks)
+
+
+def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dataset: str | None = None,
+                 note: str = "") -> Path:
+    """Write a finished run's figures into the matrix, replacing the entry of the same dataset/profile.
+
+    Used by ``dualist repro --record``: the matrix only ever holds figures a run produced.
+    """
+    path = Path(path) if path else MATRIX_PATH
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    data = data or {"tolerance": 0.02, "entries": []}
+    dataset = dataset or results["dataset"]
+    expected = {r["model"]: {c: round(float(r[c]), 4) for c in TABLE_COLUMNS if r.get(c) is not None}
+                for r in results["rows"]}
+    entry = {"dataset": dataset, "profile": results["profile"], "seeds": results["settings"]["seeds"],
+             "wall_minutes": round(results["timings"]["total"] / 60, 1), "dualist_version": results["version"],
+             "expected": expected}
+    if note:
+        entry["note"] = note
+    entries = [e for e in data["entries"] if (e["dataset"], e["profile"]) != (dataset, results["profile"])]
+    entries.append(entry)
+    data["entries"] = sorted(entries, key=lambda e: (e["dataset"], e["profile"]))
+    path.write_text("# Reproduction matrix: figures obtained by `dualist repro` (written by --record).\n"
+                    "# `dualist repro --check` reruns each entry and compares within the tolerance.\n"
+                    + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path

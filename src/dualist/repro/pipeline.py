@@ -71,6 +71,8 @@ class ReproArgs:
     check: bool = opt(False, "rerun the conditions of the reproduction matrix and print OK/FAIL per row")
     matrix: str = opt("", "reproduction matrix YAML for --check / --table (default: the packaged one)")
     table: bool = opt(False, "print the README results table generated from the matrix, then exit")
+    record: bool = opt(False, "after the run, write its figures into the matrix (--matrix, default: the packaged "
+                              "one), replacing the entry of the same dataset and profile")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -219,6 +221,11 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
                              t_start, __version__)
     logger.info("reproduction finished in %.1f min; report: %s", (time.time() - t_start) / 60,
                 work / "report" / "index.html")
+    if args.record:
+        from dualist.repro.matrix import record_entry
+
+        path = record_entry(results, args.matrix or None, dataset=args.dataset)
+        print(f"recorded the figures in {path}")
     return results
 
 
