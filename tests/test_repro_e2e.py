@@ -60,3 +60,16 @@ def test_changed_setting_recomputes_only_dependents(repro, caplog):
 def test_bad_override_is_explained(tiny_beir, tmp_path, capsys):
     assert main(["repro", "--dataset", str(tiny_beir), "--override", "nonsense=1", "--out", str(tmp_path)]) == 2
     assert "teacher_steps" in capsys.readouterr().err
+
+
+def test_partial_run_with_other_settings_starts_over(repro, caplog):
+    """A student killed mid-run, then rerun with another setting, is retrained rather than refused."""
+    out, argv = repro
+    student = out / "models/student-onehot-s13"
+    (student / ".done.json").unlink()  # as if the run had been killed after a checkpoint
+    assert (student / "checkpoints").exists()
+    changed = [*argv[:-4], "--override", TINY + ",student_lr=0.001", *argv[-2:], "--losses", "onehot"]
+    caplog.set_level("INFO")
+    assert main(changed) == 0
+    assert (student / ".done.json").exists()
+    assert "resuming from" not in caplog.text

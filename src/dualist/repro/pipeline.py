@@ -229,6 +229,18 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     return results
 
 
+def _start(out: Path, fp: str) -> bool:
+    """Note that a stage starts with fingerprint ``fp``; True when a partial run with the same one can resume.
+
+    A partial run made with other settings is not resumed (its checkpoints would be refused): the
+    stage starts over, which the trainer does by replacing the old outputs.
+    """
+    started = out / ".started.json"
+    same = (out / "checkpoints").exists() and started.exists() and read_json(started).get("fingerprint") == fp
+    write_json(started, {"fingerprint": fp})
+    return same
+
+
 def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, probe: Any) -> Path:
     from dualist.stages import dataset_fingerprint, dev_eval_fn, is_done, mark_done
     from dualist.training import TrainConfig, train_teacher
@@ -244,7 +256,7 @@ def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
     if is_done(out, fp):
         logger.info("teacher up to date: %s", out)
         return Path(read_json(out / ".done.json")["model_path"])
-    resume = (out / "checkpoints").exists()
+    resume = _start(out, fp)
     eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer)
     path = train_teacher(ds, "train", runs["train"], mcfg, tcfg, out, eval_fn=eval_fn, probes=[probe],
                          resume=resume)
@@ -280,7 +292,7 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
     if is_done(out, fp):
         logger.info("student %s (seed %d) up to date", loss, seed)
         return Path(read_json(out / ".done.json")["model_path"])
-    resume = (out / "checkpoints").exists()
+    resume = _start(out, fp)
     eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer)
     path = train_student(ds, "train", runs["train"], mcfg, tcfg, out, loss=loss, teacher_scores=teacher_scores,
                          eval_fn=eval_fn, probes=[probe], resume=resume)
