@@ -73,3 +73,17 @@ def test_partial_run_with_other_settings_starts_over(repro, caplog):
     assert main(changed) == 0
     assert (student / ".done.json").exists()
     assert "resuming from" not in caplog.text
+
+
+def test_seeds_report_mean_std_and_paired_test(tiny_beir, tiny_bert, tmp_path):
+    out = tmp_path / "seeds"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", TINY,
+                 "--losses", "onehot,m3se", "--seeds", "2", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    m3se = next(r for r in res["rows"] if r["model"] == "DE + M3SE")
+    assert "re-rank nDCG@10 std" in m3se and m3se["re-rank nDCG@10 std"] >= 0.0
+    assert (out / "models/student-m3se-s13").exists() and (out / "models/student-m3se-s14").exists()
+    sig = res["significance"]["DE + M3SE"]
+    assert 0.0 <= sig["p_value"] <= 1.0
+    html = (out / "report/index.html").read_text()
+    assert "Paired permutation test" in html and "re-rank nDCG@10 std" in html

@@ -433,6 +433,8 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
         rows.append(row(LOSS_LABELS[loss], [f"{loss}-s{s}" for s in seeds], True))
     columns = ["model", "re-rank MRR@10", "re-rank nDCG@10", "retrieval nDCG@10", "retrieval R@100",
                "dev nDCG@10"]
+    if len(seeds) > 1:  # mean ± std over seeds: the std sits in the column right after its mean
+        columns = ["model"] + [c for col in columns[1:] for c in (col, col + " std")]
 
     # significance: each distilled student vs the one-hot DE, per-query re-rank nDCG@10 (mean over seeds)
     significance = {}
