@@ -62,13 +62,14 @@ PROFILES: dict[str, Profile] = {
               "start), 64-token documents for the students, BM25 top-30 re-ranked, minutes of training; it "
               "shows every row and plot on 2 CPU cores, not the paper's budget"),
     "full": Profile(
-        name="full", teacher_layers=None, student_layers=None, teacher_max_length=192, query_max_length=32,
+        name="full", teacher_layers=None, student_layers=3, teacher_max_length=128, query_max_length=32,
         doc_max_length=128, rerank_depth=100, dev_depth=30, gap_queries=100,
-        teacher_steps=300, teacher_batch_size=8, teacher_negatives=7, teacher_lr=1e-4,
-        score_depth=30, student_steps=150, student_batch_size=16, student_negatives=7, student_lr=3e-5,
-        probe_every=15,
-        notes="the paper's setting at CPU scale: 6-layer teacher and students, BM25 top-100 re-ranked; sized "
-              "for about 75 minutes per dataset on 2 CPU cores (not yet timed end to end); --scale on a GPU"),
+        teacher_steps=250, teacher_batch_size=8, teacher_negatives=3, teacher_lr=1e-4,
+        score_depth=20, student_steps=60, student_batch_size=16, student_negatives=3, student_lr=1e-4,
+        probe_every=10,
+        notes="the paper's protocol at CPU scale: 6-layer teacher, 3-layer students, BM25 top-100 re-ranked; "
+              "budgets extrapolated from the quick profile's stage times to about 75 minutes per dataset on "
+              "2 CPU cores (not yet timed end to end); --scale and --override raise them on a GPU"),
 }
 
 
