@@ -1,0 +1,74 @@
+"""The reproduction matrix: --table renders it, --check reruns entries and prints OK / FAIL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from dualist.cli import main
+from dualist.repro.matrix import MATRIX_PATH, compare_rows, load_matrix, print_table
+from tests.test_repro_e2e import TINY
+
+
+def test_compare_rows_flags_missing_and_out_of_tolerance():
+    rows = [{"model": "BM25", "re-rank nDCG@10": 0.50}, {"model": "DE + M3SE", "re-rank nDCG@10": 0.40}]
+    expected = {"BM25": {"re-rank nDCG@10": 0.51}, "DE + M3SE": {"re-rank nDCG@10": 0.45},
+                "CA teacher": {"re-rank nDCG@10": 0.6}}
+    got = {(m, c): ok for m, c, _, _, ok in compare_rows(rows, expected, 0.02)}
+    assert got == {("BM25", "re-rank nDCG@10"): True, ("DE + M3SE", "re-rank nDCG@10"): False,
+                   ("CA teacher", "re-rank nDCG@10"): False}
+
+
+def test_packaged_matrix_is_valid_and_renders():
+    matrix = load_matrix(MATRIX_PATH)
+    assert matrix["entries"]
+    table = print_table(MATRIX_PATH)
+    for entry in matrix["entries"]:
+        for model in entry["expected"]:
+            assert model in table
+
+
+def test_check_reruns_and_reports(repro_matrix, capsys):
+    path, out = repro_matrix
+    assert main(["repro", "--check", "--matrix", str(path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "OK   tiny" in text and "0 FAIL" in text
+
+
+def test_check_fails_when_a_figure_moves(repro_matrix, tmp_path):
+    path, out = repro_matrix
+    data = yaml.safe_load(path.read_text())
+    data["entries"][0]["expected"]["BM25"]["re-rank nDCG@10"] += 0.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(SystemExit) as exc:
+        main(["repro", "--check", "--matrix", str(bad), "--out", str(out)])
+    assert exc.value.code == 1
+
+
+@pytest.fixture(scope="module")
+def repro_matrix(tiny_beir, tiny_bert, tmp_path_factory):
+    """A one-entry matrix whose figures come from a first run on the tiny fixture."""
+    out = tmp_path_factory.mktemp("matrix")
+    args = ["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", TINY,
+            "--losses", "onehot,m3se", "--out", str(out / f"{tiny_beir.name}-quick")]
+    assert main(args) == 0
+    rows = json.loads((out / f"{tiny_beir.name}-quick" / "results.json").read_text())["rows"]
+    expected = {r["model"]: {"re-rank nDCG@10": round(r["re-rank nDCG@10"], 4)} for r in rows}
+    path = out / "matrix.yaml"
+    path.write_text(yaml.safe_dump({"tolerance": 0.001, "entries": [
+        {"dataset": str(tiny_beir), "profile": "quick", "model": str(tiny_bert), "override": TINY.split(","),
+         "losses": ["onehot", "m3se"], "expected": expected}]}))
+    return path, out
+
+
+def test_readme_table_is_generated_from_the_matrix():
+    """The README's results block must be exactly `dualist repro --table` (regenerate, don't hand-edit)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- results-table:start -->\n", "\n<!-- results-table:end -->"
+    block = readme[readme.index(start) + len(start):readme.index(end)]
+    assert block == print_table(MATRIX_PATH)
