@@ -10,8 +10,11 @@ the quality check scores all the pairs once per dualist variant.
 Checks: dualist fp32 logits equal the peer's (max abs diff <= ``--atol``); the reduced-precision
 copies ``quantized("int8")`` / ``quantized("bf16")`` keep the re-rank nDCG@10
 (``dualist.evaluation.evaluate`` on the SciFact test qrels) within ``--ndcg-tol`` of fp32. With a
-fresh head the fp32 ranking is not a good one, so ``--teacher DIR`` scores with a trained teacher
-folder instead (it must have ``pooling="cls"`` for sentence-transformers to load it the same way).
+fresh head the fp32 ranking is not a good one: ``--quality-teacher DIR`` runs this check with a
+trained dualist teacher instead (any pooling, e.g. the ``models/teacher/model`` folder of a
+``dualist repro`` run), while the timing stays on the sentence-transformers-loadable teacher.
+``--teacher DIR`` replaces that one (it must have ``pooling="cls"`` for sentence-transformers to load
+it the same way).
 
     python bench/bench_teacher_scoring.py                              # ~12 min on 2 busy cores
     python bench/bench_teacher_scoring.py --queries 20 --time-pairs 0  # 2,000 pairs, all timed
@@ -41,6 +44,9 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=64, help="batch size on both sides")
     p.add_argument("--teacher", default=None, help="a saved dualist teacher (pooling='cls'); default: a "
                                                     "fresh head on minilm-l6, saved to a temporary folder")
+    p.add_argument("--quality-teacher", default=None,
+                   help="a trained dualist teacher folder (any pooling) for the int8/bf16 re-rank check; "
+                        "default: the timed teacher")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     p.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference, dualist fp32 vs peer")
     p.add_argument("--ndcg-tol", type=float, default=0.005, help="max re-rank nDCG@10 change of int8/bf16 vs fp32")
@@ -137,9 +143,14 @@ def main() -> None:
         return float(evaluate(qrels, run, ["ndcg@10"]).mean["ndcg@10"])
 
     checked = [v for v in variants if v != "peer"]
-    print(f"re-rank check: {len(pairs)} pairs, {', '.join(checked)}", flush=True)
-    full = {v: (outputs[v] if n_time == len(pairs) else np.asarray(sides[v](qtexts, dtexts), dtype=np.float32))
-            for v in checked}
+    quality_teacher = args.quality_teacher or teacher
+    print(f"re-rank check: {len(pairs)} pairs, {', '.join(checked)}, teacher {quality_teacher}", flush=True)
+    if args.quality_teacher:
+        qsides = {v: make_side(v, quality_teacher, args) for v in checked}
+        full = {v: np.asarray(qsides[v](qtexts, dtexts), dtype=np.float32) for v in checked}
+    else:
+        full = {v: (outputs[v] if n_time == len(pairs) else np.asarray(sides[v](qtexts, dtexts), dtype=np.float32))
+                for v in checked}
     ndcgs = {v: ndcg(full[v]) for v in checked}
     rss = {} if args.no_rss else C.peak_rss_of_sides(
         "bench_teacher_scoring.py", args, variants, extra=["--pairs-file", str(pairs_file)])
@@ -162,7 +173,8 @@ def main() -> None:
                           dualist_rss=rss.get(v), peer_rss=rss.get("peer"), check=check,
                           extra={"check_ok": ok, "ndcg@10": ndcgs[v], "times_s": times[v],
                                  "peer_times_s": times.get("peer")}))
-    print(f"{len(pairs)} pairs of {len({p[0] for p in pairs})} queries; teacher {teacher}; re-rank nDCG@10 "
+    print(f"{len(pairs)} pairs of {len({p[0] for p in pairs})} queries; timed teacher {teacher}; quality "
+          f"teacher {quality_teacher}; re-rank nDCG@10 "
           + ", ".join(f"{v} {x:.4f}" for v, x in ndcgs.items()))
     C.report(f"bench_teacher_scoring: SciFact BM25 pairs, length {args.max_length}, batch {args.batch_size}",
              rows, info, args)

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SIDES = ("dualist", "peer")
-VARIANTS = ("dualist", "peer", "dualist-bf16", "peer-bf16")  # -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True)
+# -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True); -ckpt: dualist gradient_checkpointing=True
+VARIANTS = ("dualist", "peer", "dualist-bf16", "peer-bf16", "dualist-ckpt", "dualist-bf16-ckpt")
 
 
 def build_parser():
@@ -50,7 +51,8 @@ def build_parser():
                                                                "in the dropout-free run")
     p.add_argument("--variants", default="dualist,peer",
                    help="comma-separated runs to time, from: " + ", ".join(VARIANTS)
-                        + " (the -bf16 ones train under bf16 autocast; each is compared with 'peer')")
+                        + " (the -bf16 ones train under bf16 autocast, the -ckpt ones recompute "
+                          "activations (gradient checkpointing); each is compared with 'peer')")
     p.add_argument("--inputs", default=None, help=argparse_suppress())
     p.add_argument("--model", default=None, help=argparse_suppress())
     return p
@@ -106,13 +108,13 @@ def no_dropout_copy(workdir: Path) -> str:
     return str(dst)
 
 
-def train_config(args, steps: int, amp: str = "off"):
+def train_config(args, steps: int, amp: str = "off", checkpointing: bool = False):
     from dualist.training.config import TrainConfig
 
     return TrainConfig(batch_size=args.batch_size, max_steps=steps, lr=args.lr, weight_decay=0.01,
                        warmup_ratio=0.0, max_grad_norm=1.0, seed=42, num_negatives=args.negatives,
                        negatives="range", neg_rank_min=1, neg_rank_max=100, log_every=1, device="cpu",
-                       amp=amp)
+                       amp=amp, gradient_checkpointing=checkpointing)
 
 
 def load_inputs(args):
@@ -125,7 +127,7 @@ def load_inputs(args):
 
 # -------------------------------------------------------------------------------- the two sides
 
-def run_dualist(args, steps: int, bf16: bool = False) -> dict:
+def run_dualist(args, steps: int, bf16: bool = False, checkpointing: bool = False) -> dict:
     from dualist.models import DualEncoderConfig
     from dualist.training.student import train_student
 
@@ -134,7 +136,7 @@ def run_dualist(args, steps: int, bf16: bool = False) -> dict:
                                   doc_max_length=args.max_length)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        train_student(ds, "train", run, model_cfg, train_config(args, steps, "bf16" if bf16 else "off"), out, loss="margin_mse",
+        train_student(ds, "train", run, model_cfg, train_config(args, steps, "bf16" if bf16 else "off", checkpointing), out, loss="margin_mse",
                       teacher_scores=teacher)
         total = time.perf_counter() - t0
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -218,7 +220,10 @@ def queries_per_s(result: dict, batch_size: int) -> float:
 def child_main(args) -> None:
     C.setup_env(args.threads)
     fn = run_dualist if args.rss_side.startswith("dualist") else run_peer
-    C.emit_child_result(fn(args, args.steps, bf16=args.rss_side.endswith("-bf16")))
+    kw = {"bf16": "-bf16" in args.rss_side}
+    if args.rss_side.endswith("-ckpt"):
+        kw["checkpointing"] = True
+    C.emit_child_result(fn(args, args.steps, **kw))
 
 
 def main() -> None:
@@ -241,7 +246,7 @@ def main() -> None:
         res = C.child_result(out)
         res["rss"] = rss
         res["qps"] = queries_per_s(res, args.batch_size)
-        print(f"  {side:8s} {res['qps']:6.3f} q/s  peak RSS {C.gib(rss)}  losses "
+        print(f"  {side:17s} {res['qps']:6.3f} q/s  peak RSS {C.gib(rss)}  losses "
               + " ".join(f"{x:.4f}" for x in res["losses"]), flush=True)
         return res
 

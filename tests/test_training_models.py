@@ -146,6 +146,33 @@ def test_student_resumed_run_equals_uninterrupted_run(data, tiny_bert, fake_teac
     assert [r["step"] for r in metric_rows(tmp_path / "cut")] == [1, 2, 3, 4, 5, 6]
 
 
+def test_gradient_checkpointing_gives_the_same_run_with_dropout_on(data, tiny_bert, fake_teacher, tmp_path):
+    """Recomputed activations reuse the saved RNG state: same dropout masks, same losses and weights."""
+    ds, run = data
+
+    def student(out, **kw):
+        return DualEncoder.from_pretrained(train_student(
+            ds, "train", run, student_config(tiny_bert), train(max_steps=4, lr=1e-3, **kw), out,
+            loss="margin_mse", teacher_scores=fake_teacher))
+
+    plain, recomputed = student(tmp_path / "plain"), student(tmp_path / "ckpt", gradient_checkpointing=True)
+    assert losses(tmp_path / "plain") == pytest.approx(losses(tmp_path / "ckpt"), rel=1e-5)
+    assert max_abs_diff(plain, recomputed) <= 1e-5
+    assert read_meta(tmp_path / "ckpt")["config"]["train"]["gradient_checkpointing"] is True
+
+
+def test_gradient_checkpointing_switches_on_every_backbone(tiny_bert):
+    from dualist.training.loop import enable_gradient_checkpointing
+
+    de = DualEncoder(student_config(tiny_bert))
+    assert enable_gradient_checkpointing(de) == 1  # shared towers: one backbone
+    layers = [m for m in de.modules() if hasattr(m, "gradient_checkpointing")]
+    assert layers and all(m.gradient_checkpointing for m in layers)
+    assert enable_gradient_checkpointing(CrossEncoder(teacher_config(tiny_bert))) == 1
+    with pytest.raises(ConfigError, match="no Hugging Face backbone"):
+        enable_gradient_checkpointing(torch.nn.Linear(2, 2))
+
+
 def test_student_gradient_accumulation_matches_a_bigger_batch(data, no_dropout_bert, tmp_path):
     ds, run = data
     kw = {"max_steps": 1, "max_grad_norm": 0.0, "lr": 1e-3}

@@ -56,7 +56,8 @@ from dualist.errors import ConfigError, StaleArtifactError
 from dualist.training.config import TrainConfig
 from dualist.training.schedule import lr_at, warmup_steps_for
 
-__all__ = ["train_loop", "TrainResult", "latest_checkpoint", "seed_everything", "resolve_device"]
+__all__ = ["train_loop", "TrainResult", "latest_checkpoint", "seed_everything", "resolve_device",
+           "enable_gradient_checkpointing"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ def train_loop(
 
     # -- model and optimizer
     model.to(device)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _build_optimizer(model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
@@ -331,6 +334,31 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available here; use device=auto or cpu")
     return device
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
+    """Switch on activation recomputation in every Hugging Face backbone inside ``model``.
+
+    Non-reentrant checkpointing with the RNG state preserved, so dropout masks (and therefore the
+    losses) are those of a run without it. Returns how many backbones were switched.
+    """
+    from transformers import PreTrainedModel
+
+    backbones: list[PreTrainedModel] = []
+    for m in model.modules():  # outermost first; a model nested in a chosen one is switched with it
+        if (isinstance(m, PreTrainedModel) and getattr(m, "supports_gradient_checkpointing", False)
+                and not any(m is sub for b in backbones for sub in b.modules())):
+            backbones.append(m)
+    if not backbones:
+        raise ConfigError(f"train.gradient_checkpointing: {type(model).__name__} holds no Hugging Face "
+                          "backbone that supports gradient checkpointing; set it to false")
+    kwargs = {"use_reentrant": False}
+    for backbone in backbones:
+        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return len(backbones)
 
 
 def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
