@@ -114,6 +114,6 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     entries.append(entry)
     data["entries"] = sorted(entries, key=lambda e: (e["dataset"], e["profile"]))
     path.write_text("# Reproduction matrix: figures obtained by `dualist repro` (written by --record).\n"
-                    "# `dualist repro --check` reruns each entry and compares within the tolerance.\n"
+                    "# `dualist repro --check --data-root DIR` reruns each entry and compares within the tolerance.\n"
                     + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
