@@ -181,6 +181,14 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def shared_note(info: dict[str, Any]) -> str:
+    """Why the machine counts as shared: the other busy processes, or only a raised load average."""
+    busy = info.get("other_busy_processes") or []
+    if busy:
+        return "SHARED: " + "; ".join(busy)
+    return f"SHARED? load average {info.get('load_avg_1m_at_start')} at start, no other busy process seen"
+
+
 def _other_busy_processes(threshold: float = 20.0) -> list[str]:
     """Processes outside this process tree using more than ``threshold`` % CPU (psutil, if installed)."""
     try:
@@ -243,7 +251,7 @@ def report(title: str, rows: list[Row], info: dict[str, Any], args: argparse.Nam
     print(f"\n== {title}")
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info.get('torch_threads')}, "
           f"{info['date']}, load avg at start {info['load_avg_1m_at_start']}"
-          + (" (SHARED: " + "; ".join(info["other_busy_processes"]) + ")" if info["shared"] else ""))
+          + (f" ({shared_note(info)})" if info["shared"] else ""))
     print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]))
     header = f"{'what':56s} {'dualist':>11s} {'peer':>11s} {'ratio':>6s} {'goal':>5s} {'met':>4s} " \
              f"{'RSS dualist':>12s} {'RSS peer':>11s}  check"

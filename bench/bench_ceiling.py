@@ -106,7 +106,7 @@ def main() -> None:
     times = C.interleaved(sides, args.repeats, warmup=0)
     print(f"\n== bench_ceiling: MiniLM-L6 encoding vs the machine's matmul rate")
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info.get('torch_threads')}, "
-          f"{info['date']}" + (" (SHARED: " + "; ".join(info["other_busy_processes"]) + ")" if info["shared"] else ""))
+          f"{info['date']}" + (f" ({C.shared_note(info)})" if info["shared"] else ""))
     print(f"ceiling: fp32 matmul {args.n}^3 {sq32:.0f} GFLOP/s, model GEMM shape ({args.batch_size}x{int(mean_len)})x384"
           f"@384x1536 {shape32:.0f} GFLOP/s; bf16 {sqbf:.0f} / {shapebf:.0f} GFLOP/s")
     print(f"model: {fpt / 1e6:.1f} MFLOP/token at mean length {mean_len:.0f} (analytic, attention included); "

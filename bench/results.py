@@ -27,7 +27,9 @@ def num(x: float | None) -> str:
 
 def section(payload: dict) -> str:
     m = payload["machine"]
-    shared = (" — **shared** with: " + "; ".join(m["other_busy_processes"])) if m.get("shared") else ""
+    busy = m.get("other_busy_processes") or []
+    shared = ("" if not m.get("shared") else " — **shared** with: " + "; ".join(busy) if busy
+              else " — load average raised at start, no other busy process seen")
     lines = [f"### {payload['title']}", "",
              f"{m['cpu']}, {m['cores']} cores, torch {m.get('torch')} with {m.get('torch_threads')} threads, "
              f"Python {m.get('python')}, {m['date']}, load average at start {m.get('load_avg_1m_at_start')}{shared}",
