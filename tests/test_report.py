@@ -220,3 +220,10 @@ def test_report_image_name_collision(plots, tmp_path):
                          sections=[{"title": "a", "image": plots["margins"]}, {"title": "b", "image": other}])
     assert [p.name for p in paths.images] == ["margins.png", "margins-2.png"]
     assert paths.images[1].read_bytes() == plots["dist"].read_bytes()
+
+
+def test_best_cells_leave_spread_columns_alone():
+    from dualist.report.tables import best_cells
+
+    rows = [{"m": "a", "ndcg": 0.40, "ndcg std": 0.020}, {"m": "b", "ndcg": 0.45, "ndcg std": 0.001}]
+    assert best_cells(rows, ["m", "ndcg", "ndcg std"]) == {(1, "ndcg")}

@@ -39,14 +39,16 @@ def best_cells(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
     """``(row index, column)`` of the highest value in each metric column, to print in bold.
 
     A metric column holds at least one float and at least two numbers (integer-only columns such as
-    counts are not ranked). Ties are judged on the printed value, so every cell that *reads* as the
-    best is bold.
+    counts are not ranked, nor are spreads: columns named ``... std``, where higher is not better).
+    Ties are judged on the printed value, so every cell that *reads* as the best is bold.
 
     >>> sorted(best_cells([{"m": "a", "x": 0.3001}, {"m": "b", "x": 0.3004}, {"m": "c", "x": 0.1}], ["m", "x"]))
     [(0, 'x'), (1, 'x')]
     """
     best: set[tuple[int, str]] = set()
     for col in columns:
+        if str(col).endswith(" std"):
+            continue
         nums = [(i, float(r[col])) for i, r in enumerate(rows)
                 if _is_number(r.get(col)) and not math.isnan(float(r[col]))]
         if len(nums) < 2 or not any(not isinstance(rows[i][col], Integral) for i, _ in nums):
