@@ -73,6 +73,23 @@ def interleaved(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int =
     return times
 
 
+def timed_outputs(calls: dict[str, Callable[[], Any]], repeats: int,
+                  warm: dict[str, Callable[[], Any]] | None = None) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Warm each side once (``warm[name]()``, e.g. on a small batch), then time ``calls`` with
+    :func:`interleaved`; returns each side's last output and its seconds per call."""
+    for fn in (warm or {}).values():
+        fn()
+    outputs: dict[str, Any] = {}
+
+    def keeping(name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            outputs[name] = fn()
+        return run
+
+    times = interleaved({name: keeping(name, fn) for name, fn in calls.items()}, repeats, warmup=0)
+    return outputs, times
+
+
 def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 

@@ -109,17 +109,9 @@ def main() -> None:
 
     info = C.machine_info()
     sides = {v: make_side(v, args) for v in variants}
-    outputs: dict[str, np.ndarray] = {}
-
-    def timed(v):
-        def run():
-            outputs[v] = sides[v][0](timed_texts)
-        return run
-
-    for v in variants:
-        sides[v][0](timed_texts[:8])  # warm-up
     print(f"timing: {len(timed_texts)} docs x {args.repeats} repeats per side, interleaved", flush=True)
-    times = C.interleaved({v: timed(v) for v in variants}, args.repeats, warmup=0)
+    outputs, times = C.timed_outputs({v: (lambda enc=sides[v][0]: enc(timed_texts)) for v in variants}, args.repeats,
+                                     warm={v: (lambda enc=sides[v][0]: enc(timed_texts[:8])) for v in variants})
     dps = {v: len(timed_texts) / C.median(times[v]) for v in variants}
 
     from dualist.models import DualEncoder

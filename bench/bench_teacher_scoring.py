@@ -119,17 +119,10 @@ def main() -> None:
     pairs_file.write_text(json.dumps({"teacher": teacher, "queries": tq, "docs": td}))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     sides = {v: make_side(v, teacher, args) for v in variants}
-    outputs: dict[str, np.ndarray] = {}
-
-    def timed(v):
-        def run():
-            outputs[v] = np.asarray(sides[v](tq, td), dtype=np.float32)
-        return run
-
-    for v in variants:  # warm-up: one small batch each
-        sides[v](tq[:8], td[:8])
     print(f"timing: {n_time} pairs x {args.repeats} repeats per side, interleaved", flush=True)
-    times = C.interleaved({v: timed(v) for v in variants}, args.repeats, warmup=0)
+    outputs, times = C.timed_outputs(
+        {v: (lambda fn=sides[v]: np.asarray(fn(tq, td), dtype=np.float32)) for v in variants}, args.repeats,
+        warm={v: (lambda fn=sides[v]: fn(tq[:8], td[:8])) for v in variants})  # warm-up: one small batch each
     pps = {v: n_time / C.median(times[v]) for v in variants}
 
     from dualist.evaluation import evaluate
