@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -347,3 +348,20 @@ def test_a_non_finite_loss_stops_training_with_advice(tmp_path):
     with pytest.raises(FloatingPointError, match="loss is nan at step 1.*lower train.lr"):
         train_loop(Toy(), make_batches(4), nan_loss, TrainConfig(device="cpu", batch_size=4), tmp_path,
                    steps_per_epoch=6)
+
+
+def test_fingerprints_leave_out_settings_that_do_not_change_the_result():
+    """Gradient checkpointing changes memory, not the model: finished stages stay valid when it is toggled."""
+    from dualist._io import fingerprint_obj
+
+    plain, recomputed = TrainConfig(max_steps=5), TrainConfig(max_steps=5, gradient_checkpointing=True)
+    assert fingerprint_obj(["stage", plain]) == fingerprint_obj(["stage", recomputed])
+    assert fingerprint_obj(plain) != fingerprint_obj(TrainConfig(max_steps=6))
+    # the same as before the field existed, so upgrading keeps old outputs
+    legacy = {k: v for k, v in dataclasses.asdict(plain).items() if k != "gradient_checkpointing"}
+    assert fingerprint_obj(plain) == fingerprint_obj(legacy)
+
+
+def test_written_configs_still_record_every_setting(tmp_path):
+    write_json(tmp_path / "c.json", TrainConfig(gradient_checkpointing=True))
+    assert read_json(tmp_path / "c.json")["gradient_checkpointing"] is True

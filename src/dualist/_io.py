@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,24 @@ def read_json(path: str | Path) -> Any:
 
 
 def fingerprint_obj(obj: Any) -> str:
-    """A short stable hash of a JSON-able object (a config, a list of ids...)."""
-    blob = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()
+    """A short stable hash of a JSON-able object (a config, a list of ids...).
+
+    Dataclass fields declared with ``opt(..., fingerprint=False)`` (speed or memory settings that
+    leave the result unchanged) are left out.
+    """
+    blob = json.dumps(_fingerprintable(obj), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _fingerprintable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _fingerprintable(getattr(obj, f.name)) for f in fields(obj)
+                if f.metadata.get("fingerprint", True)}
+    if isinstance(obj, dict):
+        return {str(k): _fingerprintable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_fingerprintable(v) for v in obj]
+    return _jsonable(obj)
 
 
 def fingerprint_files(paths: Iterable[str | Path]) -> str:

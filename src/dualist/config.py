@@ -26,12 +26,17 @@ __all__ = ["opt", "add_config_args", "config_from_args", "load_yaml", "config_fr
 T = TypeVar("T")
 
 
-def opt(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
-    """A dataclass field with a description for ``--help``."""
+def opt(default: Any, help: str, *, fingerprint: bool = True, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
+    """A dataclass field with a description for ``--help``.
+
+    ``fingerprint=False`` marks a setting that changes how a result is computed (speed, memory) but
+    not the result: stage fingerprints (:func:`dualist._io.fingerprint_obj`) leave it out, so
+    toggling it, or upgrading to a version that adds it, does not invalidate finished outputs.
+    """
+    metadata = {"help": help} if fingerprint else {"help": help, "fingerprint": False}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help},
-                                 **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:

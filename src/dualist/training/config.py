@@ -46,7 +46,8 @@ class TrainConfig:
         "auto", "mixed precision: auto = bf16 on CUDA, off on CPU")
     gradient_checkpointing: bool = opt(
         False, "recompute each transformer layer's activations in the backward pass instead of keeping "
-               "them: much less memory for about a third more compute; the same losses")
+               "them: much less memory for about a third more compute; the same losses",
+        fingerprint=False)
     device: str = opt("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     probe_every: int = opt(0, "run the probes every N optimizer steps (0: only at the start and the end)")
     select_metric: str = opt("ndcg@10", "eval_fn metric (higher is better) that picks the best checkpoint")
