@@ -87,3 +87,41 @@ def test_seeds_report_mean_std_and_paired_test(tiny_beir, tiny_bert, tmp_path):
     assert 0.0 <= sig["p_value"] <= 1.0
     html = (out / "report/index.html").read_text()
     assert "Paired permutation test" in html and "re-rank nDCG@10 std" in html
+
+
+def test_caps_that_remove_nothing_keep_every_finished_stage(repro, caplog):
+    out, argv = repro
+    teacher = (out / "models/teacher/.done.json").stat().st_mtime
+    scores = (out / "scores/train.teacher.parquet").stat().st_mtime
+    caplog.set_level("INFO")
+    roomy = TINY + ",score_queries=1000,select_queries=1000,score_positives=50"
+    assert main([*argv[:-4], "--override", roomy, *argv[-2:], "--losses", "mse"]) == 0
+    assert (out / "models/teacher/.done.json").stat().st_mtime == teacher
+    assert (out / "scores/train.teacher.parquet").stat().st_mtime == scores
+    assert "capped samples" not in caplog.text
+
+
+def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(tiny_beir, tiny_bert, tmp_path):
+    import pyarrow.parquet as pq
+    import yaml
+
+    out, matrix = tmp_path / "capped", tmp_path / "matrix.yaml"
+    override = TINY + ",score_queries=5,score_positives=1,select_queries=3"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
+                 "--losses", "onehot,kl", "--out", str(out), "--record", "--matrix", str(matrix)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["training queries scored and trained on"] == 5
+    assert res["settings"]["dev queries for checkpoint selection"] == 3
+    assert res["settings"]["profile"]["score_queries"] == 5
+    table = pq.read_table(out / "scores/train.teacher.parquet").to_pydict()
+    scored = set(table["qid"])
+    assert len(scored) == 5
+    assert len(table["qid"]) <= 5 * (8 + 1)  # top-8 candidates and at most one positive each
+    # the score-evolution probe follows a query the students train on
+    probe = json.loads((out / "models/student-onehot-s13/probes.jsonl").read_text().splitlines()[0])
+    assert probe["query_id"] in scored
+    # --record keeps the overrides, so --check reruns the same condition
+    entry = yaml.safe_load(matrix.read_text())["entries"][0]
+    assert entry["override"] == override.split(",") and entry["profile"] == "quick"
+    assert entry["expected"]["DE one-hot"]["re-rank nDCG@10"] == pytest.approx(
+        next(r for r in res["rows"] if r["model"] == "DE one-hot")["re-rank nDCG@10"], abs=1e-4)

@@ -146,3 +146,36 @@ def test_teacher_fingerprint_is_the_same_for_a_model_and_its_saved_folder(tiny_b
     with torch.no_grad():
         next(teacher.parameters()).add_(1e-3)
     assert teacher_fingerprint(teacher) != fp
+
+
+def test_max_positives_scores_the_best_graded_first_and_a_cap_that_removes_nothing_keeps_the_cache(tmp_path):
+    from dualist.data import Dataset
+    from dualist.training.config import TrainConfig
+    from dualist.training.examples import ExampleSource
+
+    corpus = {f"d{i}": {"title": "", "text": f"word{i} shared"} for i in range(8)}
+    ds = Dataset(name="graded", path=None, corpus=corpus, queries={"q1": "shared word1", "q2": "shared word5"},
+                 qrels={"train": {"q1": {"d3": 1, "d1": 2, "d2": 1, "d9": 2}, "q2": {"d5": 1}}})
+    run = {"q1": {"d0": 3.0, "d4": 2.0}, "q2": {"d6": 3.0, "d7": 2.0}}
+    pairs = candidate_pairs(ds, "train", run, depth=1, max_positives=2)
+    # d9 is judged but not in the corpus; d1 has the top grade; d3 precedes d2 in qrels order
+    assert pairs == [("q1", "d0"), ("q1", "d1"), ("q1", "d3"), ("q2", "d6"), ("q2", "d5")]
+    # the first scored positive is the one training takes
+    source = ExampleSource(ds, "train", run, TrainConfig(num_negatives=1, negatives="range", neg_rank_min=1,
+                                                          neg_rank_max=2, positives="first"))
+    assert {e.qid: e.positive for e in source.examples(0)} == {"q1": "d1", "q2": "d5"}
+    with pytest.raises(ValueError, match="at least 1"):
+        candidate_pairs(ds, "train", run, max_positives=0)
+
+    out = tmp_path / "s.parquet"
+    full = score_candidates(FakeTeacher(), ds, "train", run, out, depth=1)
+    assert ("q1", "d2") in full
+    # a cap of 3 removes nothing (q1 has 3 positives in the corpus): same fingerprint, the cache is reused
+    again = FakeTeacher()
+    assert score_candidates(again, ds, "train", run, out, depth=1, max_positives=3).fingerprint == full.fingerprint
+    assert again.pairs == 0
+    # a cap of 2 removes d2: other inputs, so the cache is stale
+    with pytest.raises(StaleArtifactError, match="positives"):
+        score_candidates(FakeTeacher(), ds, "train", run, out, depth=1, max_positives=2)
+    capped = score_candidates(FakeTeacher(), ds, "train", run, tmp_path / "c.parquet", depth=1, max_positives=2)
+    assert ("q1", "d2") not in capped and ("q1", "d3") in capped and len(capped) == 5

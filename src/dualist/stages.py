@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -184,14 +184,26 @@ def run_evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, floa
 
 
 def dev_eval_fn(dataset: Any, split: str, candidates: dict[str, dict[str, float]], *, depth: int = 100,
-                metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
-                batch_size: int = 64) -> Callable[[Any], dict[str, float]]:
-    """An ``eval_fn(model) -> {metric: value}`` that re-ranks ``split``'s candidates (for best-checkpoint choice)."""
+                metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"), batch_size: int = 64,
+                query_ids: Collection[str] | None = None) -> Callable[[Any], dict[str, float]]:
+    """An ``eval_fn(model) -> {metric: value}`` that re-ranks ``split``'s candidates (for best-checkpoint choice).
+
+    ``query_ids`` restricts it to those queries of ``split`` (e.g. a fixed sample of a large dev set).
+    """
     from dualist.evaluation import evaluate
     from dualist.evaluation.modes import rerank
 
     queries = dataset.queries_for(split)
     qrels = dataset.qrels_for(split)
+    if query_ids is not None:
+        from dualist.errors import ConfigError
+
+        unknown = sorted(set(query_ids) - set(queries))
+        if unknown:
+            raise ConfigError(f"dev_eval_fn: {len(unknown)} query id(s) are not judged queries of split {split!r}, "
+                              f"e.g. {unknown[:3]}")
+        queries = {q: queries[q] for q in sorted(query_ids)}
+        qrels = {q: qrels[q] for q in queries}
 
     def eval_fn(model: Any) -> dict[str, float]:
         was_training = model.training

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dualist.data.beir import BEIR_URL, default_cache_dir, load_beir
 from dualist.data.dataset import Dataset, DataWarning, doc_text
 from dualist.data.splits import carve_dev, stable_sample
-from dualist.data.trec import rank_docs, read_qrels, read_trec_run, write_qrels, write_trec_run
+from dualist.data.trec import rank_docs, ranked_positives, read_qrels, read_trec_run, write_qrels, write_trec_run
 
 __all__ = [
     "Dataset",
@@ -23,6 +23,7 @@ __all__ = [
     "read_qrels",
     "write_qrels",
     "rank_docs",
+    "ranked_positives",
     "carve_dev",
     "stable_sample",
 ]

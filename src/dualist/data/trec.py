@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,7 @@ from dualist._io import atomic_write
 from dualist.data._lines import iter_lines
 from dualist.errors import DataError
 
-__all__ = ["read_trec_run", "write_trec_run", "read_qrels", "write_qrels", "rank_docs"]
+__all__ = ["read_trec_run", "write_trec_run", "read_qrels", "write_qrels", "rank_docs", "ranked_positives"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,22 @@ def rank_docs(scores: Mapping[str, float]) -> list[tuple[str, float]]:
     items = sorted(scores.items(), key=lambda kv: kv[0], reverse=True)
     items.sort(key=lambda kv: kv[1], reverse=True)  # stable: equal scores keep the id order
     return items
+
+
+def ranked_positives(grades: Mapping[str, int], known: Container[str] | None = None) -> list[str]:
+    """A query's relevant documents (grade > 0), highest grade first, ties in qrels order.
+
+    ``known`` keeps only the documents it contains (e.g. the corpus). Training takes the first of
+    these as a query's positive, and teacher scoring scores a prefix of the same list, so the two
+    always agree on which documents come first.
+
+    >>> ranked_positives({"a": 1, "b": 2, "c": 0, "d": 1})
+    ['b', 'a', 'd']
+    >>> ranked_positives({"a": 1, "b": 2}, known={"a"})
+    ['a']
+    """
+    judged = [(d, g) for d, g in grades.items() if g > 0 and (known is None or d in known)]
+    return [d for d, _ in sorted(judged, key=lambda pair: -pair[1])]  # stable: ties keep qrels order
 
 
 def _check_id(value: str, what: str, path: Path) -> None:

@@ -108,6 +108,10 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     entry = {"dataset": dataset, "profile": results["profile"], "seeds": results["settings"]["seeds"],
              "wall_minutes": round(results["timings"]["total"] / 60, 1), "dualist_version": results["version"],
              "expected": expected}
+    if results["settings"].get("override"):  # --check reruns the entry with the same overrides
+        entry["override"] = list(results["settings"]["override"])
+        entry = {k: entry[k] for k in ("dataset", "profile", "seeds", "override", "wall_minutes", "dualist_version",
+                                       "expected")}
     if note:
         entry["note"] = note
     entries = [e for e in data["entries"] if (e["dataset"], e["profile"]) != (dataset, results["profile"])]

@@ -192,33 +192,35 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         for split in ("train", "dev", "test"):
             runs[split] = run_candidates(ds, split, work / "runs" / f"{split}.bm25.trec", k=prof.candidates_k)
 
-    # a fixed training query for the score-evolution probes (5 positives, 5 hard negatives)
+    samples = _Samples.of(ds, runs, prof, args.seed)
+    # a fixed training query for the score-evolution probes (5 positives, 5 hard negatives), one the
+    # students train on
     from dualist.diagnostics import pick_probe_query, select_probe_docs
 
-    probe_qid = pick_probe_query(ds.qrels_for("train"), runs["train"])
+    probe_qid = pick_probe_query(ds.qrels_for("train"), samples.train_run)
     probe_docs, probe_labels = select_probe_docs(probe_qid, ds.qrels_for("train"), runs["train"])
     probe = _probe_fn(ds, probe_qid, probe_docs, probe_labels)
 
     # 2. teacher
     with timer.stage("teacher training"):
-        teacher_dir = _train_teacher(ds, runs, prof, args, work, probe)
+        teacher_dir = _train_teacher(ds, runs, prof, args, work, probe, samples)
     # 3. teacher scores
     with timer.stage("teacher scoring"):
-        teacher_scores = _score_teacher(ds, runs, prof, work, teacher_dir)
+        teacher_scores = _score_teacher(ds, samples, prof, work, teacher_dir)
     # 4. students
     students: dict[tuple[str, int], Path] = {}
     with timer.stage("student training"):
         for s in range(args.seeds):
             for loss in args.losses:
                 students[(loss, s)] = _train_student(ds, runs, prof, args, work, loss, args.seed + s,
-                                                     teacher_scores if loss != "onehot" else None, probe)
+                                                     teacher_scores if loss != "onehot" else None, probe, samples)
     # 5. evaluation
     with timer.stage("evaluation"):
         evals = _evaluate_all(ds, runs, prof, work, teacher_dir, students, args.model)
     # 6-7. diagnostics and report
     with timer.stage("diagnostics and report"):
         results = _summarize(ds, name, prof, args, work, runs, evals, students, teacher_dir, timer,
-                             t_start, __version__)
+                             t_start, __version__, samples)
     logger.info("reproduction finished in %.1f min; report: %s", (time.time() - t_start) / 60,
                 work / "report" / "index.html")
     if args.record:
@@ -227,6 +229,49 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         path = record_entry(results, args.matrix or None, dataset=args.dataset)
         print(f"recorded the figures in {path}")
     return results
+
+
+@dataclass
+class _Samples:
+    """The fixed, seeded query samples that the profile's caps select.
+
+    ``train_ids`` / ``select_ids`` are None where the cap removes nothing; they then add nothing to any
+    fingerprint either, so a dataset under the caps keeps the outputs it had before the caps existed.
+    """
+
+    train_run: dict[str, dict[str, float]]  # candidates of the training queries scored and trained on
+    train_ids: list[str] | None
+    select_ids: list[str] | None
+
+    @classmethod
+    def of(cls, ds: Any, runs: dict, prof: Profile, seed: int) -> "_Samples":
+        train_ids = _sample([q for q in runs["train"] if q in ds.queries_for("train")], prof.score_queries, seed)
+        select_ids = _sample([q for q in runs["dev"] if q in ds.queries_for("dev")], prof.select_queries, seed)
+        train_run = runs["train"] if train_ids is None else {q: runs["train"][q] for q in train_ids}
+        if train_ids is not None or select_ids is not None:
+            logger.info("capped samples: %s training queries scored and trained on, %s dev queries for "
+                        "checkpoint selection", len(train_ids) if train_ids else "all",
+                        len(select_ids) if select_ids else "all")
+        return cls(train_run, train_ids, select_ids)
+
+    def fingerprint_parts(self, *, train: bool) -> list[Any]:
+        parts: list[Any] = []
+        if train and self.train_ids is not None:
+            parts.append({"train_queries": self.train_ids})
+        if self.select_ids is not None:
+            parts.append({"select_queries": self.select_ids})
+        return parts
+
+
+def _sample(ids: list[str], n: int, seed: int) -> list[str] | None:
+    """A fixed, seeded sample of ``n`` of ``ids`` (sorted), or None when ``n`` removes nothing (or is 0)."""
+    import random
+
+    from dualist.data import stable_sample
+
+    if n <= 0 or n >= len(ids):
+        return None
+    return stable_sample(random.Random(seed), sorted(ids), n)
 
 
 def _start(out: Path, fp: str) -> bool:
@@ -241,7 +286,8 @@ def _start(out: Path, fp: str) -> bool:
     return same
 
 
-def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, probe: Any) -> Path:
+def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, probe: Any,
+                   samples: _Samples) -> Path:
     from dualist.stages import dataset_fingerprint, dev_eval_fn, is_done, mark_done
     from dualist.training import TrainConfig, train_teacher
 
@@ -252,29 +298,31 @@ def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                        neg_rank_max=prof.candidates_k, seed=args.seed, device=args.device,
                        probe_every=prof.probe_every, select_metric="ndcg@10")
     fp = fingerprint_obj(["teacher", dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
-                          mcfg, tcfg, prof.dev_depth])
+                          mcfg, tcfg, prof.dev_depth, *samples.fingerprint_parts(train=False)])
     if is_done(out, fp):
         logger.info("teacher up to date: %s", out)
         return Path(read_json(out / ".done.json")["model_path"])
     resume = _start(out, fp)
-    eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer)
+    eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer,
+                          query_ids=samples.select_ids)
     path = train_teacher(ds, "train", runs["train"], mcfg, tcfg, out, eval_fn=eval_fn, probes=[probe],
                          resume=resume)
     mark_done(out, fp, stage="teacher", model_path=str(path))
     return Path(path)
 
 
-def _score_teacher(ds: Any, runs: dict, prof: Profile, work: Path, teacher_dir: Path) -> Any:
+def _score_teacher(ds: Any, samples: _Samples, prof: Profile, work: Path, teacher_dir: Path) -> Any:
     from dualist.models import CrossEncoder
     from dualist.training import score_candidates
 
     teacher = CrossEncoder.from_pretrained(teacher_dir)
-    return score_candidates(teacher, ds, "train", runs["train"], work / "scores" / "train.teacher.parquet",
-                            depth=prof.score_depth, batch_size=prof.batch_size_infer)
+    return score_candidates(teacher, ds, "train", samples.train_run, work / "scores" / "train.teacher.parquet",
+                            depth=prof.score_depth, batch_size=prof.batch_size_infer,
+                            max_positives=prof.score_positives or None)
 
 
 def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, loss: str, seed: int,
-                   teacher_scores: Any, probe: Any) -> Path:
+                   teacher_scores: Any, probe: Any, samples: _Samples) -> Path:
     from dualist.stages import dataset_fingerprint, dev_eval_fn, is_done, mark_done
     from dualist.training import TrainConfig, train_student
 
@@ -288,13 +336,14 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                        probe_every=prof.probe_every, select_metric="ndcg@10")
     scores_fp = getattr(teacher_scores, "fingerprint", None) if teacher_scores is not None else None
     fp = fingerprint_obj(["student", loss, dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
-                          mcfg, tcfg, prof.dev_depth, scores_fp])
+                          mcfg, tcfg, prof.dev_depth, scores_fp, *samples.fingerprint_parts(train=True)])
     if is_done(out, fp):
         logger.info("student %s (seed %d) up to date", loss, seed)
         return Path(read_json(out / ".done.json")["model_path"])
     resume = _start(out, fp)
-    eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer)
-    path = train_student(ds, "train", runs["train"], mcfg, tcfg, out, loss=loss, teacher_scores=teacher_scores,
+    eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer,
+                          query_ids=samples.select_ids)
+    path = train_student(ds, "train", samples.train_run, mcfg, tcfg, out, loss=loss, teacher_scores=teacher_scores,
                          eval_fn=eval_fn, probes=[probe], resume=resume)
     mark_done(out, fp, stage="student", loss=loss, seed=seed, model_path=str(path))
     return Path(path)
@@ -402,7 +451,8 @@ def _per_query_mean(evals: dict, keys: list[str], section: str, metric: str) -> 
 
 
 def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, runs: dict, evals: dict,
-               students: dict, teacher_dir: Path, timer: _Timer, t_start: float, version: str) -> dict[str, Any]:
+               students: dict, teacher_dir: Path, timer: _Timer, t_start: float, version: str,
+               samples: _Samples) -> dict[str, Any]:
     from dualist.diagnostics import normalized_margins, read_probes, score_distributions, score_evolution
     from dualist.evaluation import paired_test
     from dualist.report import (plot_gap, plot_margins, plot_score_distributions, plot_score_evolution,
@@ -492,7 +542,12 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
     settings = {"dataset": name, "profile": dataclasses.asdict(prof), "seeds": args.seeds, "base_seed": args.seed,
                 "losses": losses, "device": args.device, "dev split": _dev_note(ds),
                 "queries (train/dev/test)": [len(ds.queries_for(s)) for s in ("train", "dev", "test")],
+                "training queries scored and trained on": len(samples.train_run),
+                "dev queries for checkpoint selection": (len(samples.select_ids) if samples.select_ids is not None
+                                                         else len(ds.queries_for("dev"))),
                 "documents": len(ds.corpus)}
+    if args.override:
+        settings["override"] = list(args.override)
     timings = dict(timer.seconds)
     timings["total"] = time.time() - t_start
     gap_rows = [{"model": lab, "train nDCG@10": g["train"], "test nDCG@10": g["test"],

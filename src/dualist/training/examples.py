@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from dualist.data.trec import ranked_positives
 from dualist.errors import ConfigError
 from dualist.training.config import TrainConfig
 
@@ -159,8 +160,7 @@ class ExampleSource:
         for qid in sorted(self.qrels):
             if qid not in self.dataset.queries:
                 continue
-            judged = [(d, rel) for d, rel in self.qrels[qid].items() if rel > 0 and d in self.dataset.corpus]
-            ranked = [d for d, _ in sorted(judged, key=lambda pair: -pair[1])]  # stable: ties keep order
+            ranked = ranked_positives(self.qrels[qid], self.dataset.corpus)
             if ranked:
                 out[qid] = ranked if self.config.positives == "all" else ranked[:1]
         return out

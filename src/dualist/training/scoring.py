@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dualist._io import fingerprint_files, fingerprint_obj, progress, read_json, write_json
-from dualist.data.trec import rank_docs
+from dualist.data.trec import rank_docs, ranked_positives
 from dualist.errors import DualistError, StaleArtifactError
 from dualist.training.loop import _umask
 
@@ -129,26 +129,42 @@ class TeacherScores:
 
 
 def candidate_pairs(dataset: Any, split: str, run: Mapping[str, Mapping[str, float]], *,
-                    depth: int | None = None, include_positives: bool = True) -> list[tuple[str, str]]:
+                    depth: int | None = None, include_positives: bool = True,
+                    max_positives: int | None = None) -> list[tuple[str, str]]:
     """The (qid, did) pairs to score: each query's top-``depth`` candidates, then its positives.
+
+    Positives come highest grade first (:func:`dualist.data.ranked_positives`, the order training
+    takes them in); ``max_positives`` keeps the first ones only, which is all a student trained with
+    ``positives="first"`` reads, and saves scoring work on datasets with many judged documents per query.
 
     Queries are those of ``split`` that the run has, sorted; candidates are ranked in trec_eval order
     (:func:`dualist.data.rank_docs`, as :func:`dualist.candidates.sample_negatives` ranks them, so
     "top-``depth``" here and "ranks 1..depth" there are the same documents). Each pair appears once.
     """
     queries = dataset.queries_for(split)
-    qrels = dataset.qrels_for(split) if include_positives else {}
+    positives = _positives(dataset, split, max_positives) if include_positives else {}
     pairs = []
     for qid in sorted(q for q in run if q in queries):
         ranked = rank_docs(run[qid])
         docs = [d for d, _ in (ranked if depth is None else ranked[:depth])]
-        docs += [d for d, rel in qrels.get(qid, {}).items() if rel > 0]
+        docs += positives.get(qid, [])
         seen = set()
         for d in docs:
             if d not in seen and d in dataset.corpus:
                 seen.add(d)
                 pairs.append((qid, d))
     return pairs
+
+
+def _positives(dataset: Any, split: str, max_positives: int | None) -> dict[str, list[str]]:
+    """Each query's positives to score, best grade first, at most ``max_positives`` (None: all)."""
+    if max_positives is not None and max_positives < 1:
+        raise ValueError(f"max_positives must be at least 1 (or None for all), got {max_positives}")
+    out = {}
+    for qid, grades in dataset.qrels_for(split).items():
+        ranked = ranked_positives(grades, dataset.corpus)
+        out[qid] = ranked if max_positives is None else ranked[:max_positives]
+    return out
 
 
 def teacher_fingerprint(teacher: Any) -> str:
@@ -162,7 +178,7 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
                      out_path: str | Path, *, depth: int | None = None, batch_size: int = 64,
                      include_positives: bool = True, show_progress: bool | None = None,
                      shard_size: int = 2048, force: bool = False,
-                     teacher_path: str | Path | None = None) -> TeacherScores:
+                     teacher_path: str | Path | None = None, max_positives: int | None = None) -> TeacherScores:
     """Score every candidate pair of ``split`` with the cross-encoder ``teacher``; cache as Parquet.
 
     Args:
@@ -171,6 +187,8 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
         out_path: the Parquet file; an up-to-date one is loaded instead of re-scored.
         depth: score each query's top-``depth`` candidates (None: all of them).
         include_positives: also score each query's relevant documents (the students' column 0).
+        max_positives: score only each query's first ``max_positives`` relevant documents, highest
+            grade first (None: all of them); see :func:`candidate_pairs`.
         shard_size: pairs per resumable shard under ``<out_path>.parts/``.
         force: replace a cache made from other inputs instead of raising.
         teacher_path: where the teacher was loaded from; recorded for readers (the fingerprint is
@@ -184,16 +202,21 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
     import pyarrow.parquet as pq
 
     out_path = Path(out_path)
-    pairs = candidate_pairs(dataset, split, run, depth=depth, include_positives=include_positives)
+    pairs = candidate_pairs(dataset, split, run, depth=depth, include_positives=include_positives,
+                            max_positives=max_positives)
     split_queries = dataset.queries_for(split)
     ranked_run = {q: [d for d, _ in rank_docs(run[q])] for q in sorted(run) if q in split_queries}
     qrels = dataset.qrels_for(split)
+    positives = {q: sorted(d for d, r in qrels[q].items() if r > 0) for q in sorted(qrels)}
+    if max_positives is not None:  # a cap that removes nothing keeps the uncapped fingerprint (and its cache)
+        capped = _positives(dataset, split, max_positives)
+        if capped != _positives(dataset, split, None):
+            positives = {q: sorted(docs) for q, docs in sorted(capped.items())}
     meta = {
         "teacher": teacher_fingerprint(teacher),
         "candidates": fingerprint_obj(ranked_run),
         "depth": depth,
-        "positives": fingerprint_obj({q: sorted(d for d, r in qrels[q].items() if r > 0) for q in sorted(qrels)})
-        if include_positives else None,
+        "positives": fingerprint_obj(positives) if include_positives else None,
         "split": split,
         "pairs": len(pairs),
         "teacher_path": str(teacher_path) if teacher_path is not None else None,

@@ -1,0 +1,29 @@
+"""Stage helpers shared by the CLI and ``dualist repro``."""
+
+from __future__ import annotations
+
+import pytest
+
+from dualist.candidates import bm25_run
+from dualist.data import load_beir
+from dualist.errors import ConfigError
+from dualist.evaluation import evaluate
+from dualist.evaluation.modes import rerank
+from dualist.models import DualEncoder
+from dualist.stages import dev_eval_fn
+
+
+def test_dev_eval_fn_on_a_sample_of_queries_scores_those_queries_only(tiny_beir, tiny_bert):
+    ds = load_beir(tiny_beir)
+    run = bm25_run(ds, "dev", k=10)
+    model = DualEncoder(model=str(tiny_bert), doc_max_length=48, query_max_length=16).eval()
+    picked = sorted(ds.queries_for("dev"))[:2]
+    got = dev_eval_fn(ds, "dev", run, depth=10, query_ids=picked)(model)
+    alone = rerank(model, ds, {q: ds.queries[q] for q in picked}, run, depth=10, show_progress=False)
+    want = evaluate({q: ds.qrels_for("dev")[q] for q in picked}, alone, ["ndcg@10", "mrr@10"]).mean
+    assert got == pytest.approx(dict(want))
+    everything = dev_eval_fn(ds, "dev", run, depth=10)(model)
+    full = rerank(model, ds, ds.queries_for("dev"), run, depth=10, show_progress=False)
+    assert everything == pytest.approx(dict(evaluate(ds.qrels_for("dev"), full, ["ndcg@10", "mrr@10"]).mean))
+    with pytest.raises(ConfigError, match="not judged queries of split 'dev'"):
+        dev_eval_fn(ds, "dev", run, query_ids=["no-such-query"])
