@@ -4,7 +4,8 @@
 
 One section per file: its title, the machine line (cores, torch threads, date, load, and the other
 busy processes when the machine was shared), the exact command, and the rows with both sides'
-figures, the ratio against the goal, each side's peak RSS and the equivalence check.
+figures, the ratio against the goal, each side's peak RSS and the equivalence check. The file of
+``bench_ceiling.py`` gets the measured matmul rates and each encoder's share of them instead.
 """
 
 from __future__ import annotations
@@ -25,14 +26,34 @@ def num(x: float | None) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.2f}" if abs(x) >= 1 else f"{x:.3f}"
 
 
-def section(payload: dict) -> str:
-    m = payload["machine"]
+def machine_line(m: dict) -> str:
     busy = m.get("other_busy_processes") or []
     shared = ("" if not m.get("shared") else " — **shared** with: " + "; ".join(busy) if busy
               else " — load average raised at start, no other busy process seen")
-    lines = [f"### {payload['title']}", "",
-             f"{m['cpu']}, {m['cores']} cores, torch {m.get('torch')} with {m.get('torch_threads')} threads, "
-             f"Python {m.get('python')}, {m['date']}, load average at start {m.get('load_avg_1m_at_start')}{shared}",
+    return (f"{m['cpu']}, {m['cores']} cores, torch {m.get('torch')} with {m.get('torch_threads')} threads, "
+            f"Python {m.get('python')}, {m['date']}, load average at start {m.get('load_avg_1m_at_start')}{shared}")
+
+
+def ceiling_section(payload: dict) -> str:
+    """``bench_ceiling.py --json``: the matmul rates, then each encoder's throughput as a share of them."""
+    mm = payload["matmul_gflops"]
+    lines = ["### bench_ceiling: MiniLM-L6 encoding vs the machine's matmul rate", "", machine_line(payload["machine"]),
+             "", "```", "python " + " ".join(payload["command"]), "```", "",
+             f"fp32 matmul {num(mm['fp32_square'])} GFLOP/s square, {num(mm['fp32_model_shape'])} in the model's GEMM "
+             f"shape; bf16 {num(mm['bf16_square'])} / {num(mm['bf16_model_shape'])}. The model: "
+             f"{payload['flops_per_token'] / 1e6:.1f} MFLOP per token at mean length {payload['mean_length']:.0f}.",
+             "", "| side | docs/s | tokens/s | GFLOP/s | of the fp32 peak | of the bf16 peak |", "|---|--:|--:|--:|--:|--:|"]
+    for name, side in payload["sides"].items():
+        gf = side["gflops"]
+        lines.append(f"| {name} | {num(side['docs_per_s'])} | {num(side['tokens_per_s'])} | {num(gf)} "
+                     f"| {gf / mm['fp32_square']:.0%} | {gf / mm['bf16_square']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def section(payload: dict) -> str:
+    if "matmul_gflops" in payload:
+        return ceiling_section(payload)
+    lines = [f"### {payload['title']}", "", machine_line(payload["machine"]),
              "", "```", "python " + " ".join(payload["command"]), "```", "",
              "| what | dualist | peer | dualist / peer | goal | met | peak RSS dualist | peak RSS peer | check |",
              "|---|--:|--:|--:|--:|:-:|--:|--:|---|"]
@@ -55,8 +76,10 @@ def main(argv: list[str] | None = None) -> None:
             payload = json.loads(Path(f).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"{f}: not a benchmark result ({exc}); pass the files written with --json")
-        if not {"title", "machine", "command", "rows"} <= payload.keys():
-            raise SystemExit(f"{f}: missing one of title/machine/command/rows; pass the files written with --json")
+        if not isinstance(payload, dict) or not ({"title", "machine", "command", "rows"} <= payload.keys()
+                                                 or {"machine", "command", "matmul_gflops", "sides"} <= payload.keys()):
+            raise SystemExit(f"{f}: missing one of title/machine/command/rows (or, from bench_ceiling, "
+                             "matmul_gflops/sides); pass the files written with --json")
         parts.append(section(payload))
     sys.stdout.write("\n".join(parts))
 

@@ -1,0 +1,73 @@
+"""The benchmark helpers that turn measurements into RESULTS.md text (no benchmark is run here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+results, common = _load("results"), _load("_common")
+
+MACHINE = {"cpu": "Test CPU", "cores": 2, "torch": "2.13.0", "torch_threads": 2, "python": "3.11",
+           "date": "2026-11-25 00:00 UTC", "load_avg_1m_at_start": 0.1, "shared": False}
+
+
+def test_a_benchmark_file_becomes_a_section_with_ratio_goal_rss_and_check(tmp_path, capsys):
+    payload = {"title": "bench_x: a thing", "machine": MACHINE, "command": ["bench/bench_x.py", "--json", "x.json"],
+               "rows": [{"what": "search", "unit": "queries/s", "dualist": 1500.0, "peer": 1000.0, "ratio": 1.5,
+                         "goal": 0.9, "met": "yes", "dualist_rss": 2**30, "peer_rss": 2**31,
+                         "check": "OK max |diff| 0"}]}
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(payload))
+    results.main([str(path)])
+    out = capsys.readouterr().out
+    assert out.startswith("### bench_x: a thing")
+    assert "python bench/bench_x.py --json x.json" in out
+    assert "| search (queries/s) | 1,500 | 1,000 | 1.50× | ≥ 0.90× | yes | 1.00 GiB | 2.00 GiB | OK max \\|diff\\| 0 |" in out
+    assert "shared" not in out
+
+
+def test_a_shared_machine_is_labelled_with_what_else_ran():
+    busy = dict(MACHINE, shared=True, other_busy_processes=["python train.py (180%)"])
+    assert "**shared** with: python train.py (180%)" in results.machine_line(busy)
+    assert "load average raised at start, no other busy process seen" in results.machine_line(dict(MACHINE, shared=True))
+    assert common.shared_note(busy) == "SHARED: python train.py (180%)"
+    assert common.shared_note({"load_avg_1m_at_start": 0.7}).startswith("SHARED? load average 0.7")
+
+
+def test_the_ceiling_file_gets_each_side_as_a_share_of_the_matmul_peak(tmp_path, capsys):
+    payload = {"machine": MACHINE, "command": ["bench/bench_ceiling.py"], "flops_per_token": 20e6, "mean_length": 200.0,
+               "matmul_gflops": {"fp32_square": 100.0, "bf16_square": 400.0, "fp32_model_shape": 90.0,
+                                 "bf16_model_shape": 300.0},
+               "sides": {"dualist fp32": {"docs_per_s": 20.0, "tokens_per_s": 4000.0, "gflops": 80.0}}}
+    path = tmp_path / "ceiling.json"
+    path.write_text(json.dumps(payload))
+    results.main([str(path)])
+    out = capsys.readouterr().out
+    assert "| dualist fp32 | 20.00 | 4,000 | 80.00 | 80% | 20% |" in out
+    assert "20.0 MFLOP per token at mean length 200" in out
+
+
+def test_a_file_that_is_not_a_benchmark_result_is_refused_by_name(tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text(json.dumps({"rows": []}))
+    with pytest.raises(SystemExit, match="notes.json: missing one of title/machine/command/rows"):
+        results.main([str(bad)])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(SystemExit, match="broken.json: not a benchmark result"):
+        results.main([str(broken)])
