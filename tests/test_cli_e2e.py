@@ -110,3 +110,20 @@ def test_every_subcommand_has_help():
     h = subprocess.run([sys.executable, "-m", "dualist", "train-student", "--help"], capture_output=True,
                        text=True, check=True).stdout
     assert "m3se" in h and "margin_mse" in h and "--lr" in h and "(default:" in h
+
+
+def test_score_teacher_can_cap_the_positives(pipeline, tiny_beir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from dualist.data import load_beir
+
+    w, d = pipeline
+    for name, cap in (("all", 0), ("one", 1)):
+        run("score-teacher", *d, "--teacher", _model_dir(w / "models/teacher"), "--candidates",
+            w / "runs/train.bm25.trec", "--depth", 1, "--max-positives", cap, "--out", tmp_path / f"{name}.parquet")
+    tables = {name: pq.read_table(tmp_path / f"{name}.parquet").to_pydict() for name in ("all", "one")}
+    pairs = {name: set(zip(t["qid"], t["did"])) for name, t in tables.items()}
+    assert pairs["one"] < pairs["all"]  # each tiny query has two positives: the cap drops one
+    qrels = load_beir(tiny_beir).qrels_for("train")
+    best = {(q, doc) for q, grades in qrels.items() for doc, g in grades.items() if g == 2}
+    assert best <= pairs["one"]  # the kept positive is the best-graded one

@@ -64,6 +64,8 @@ class ScoreArgs:
     split: str = opt("train", "split whose candidates to score")
     candidates: str = opt("", "TREC run of candidates to score")
     depth: int = opt(100, "score each query's top-DEPTH candidates (plus its positives)")
+    max_positives: int = opt(0, "score at most this many judged positives per query, best grade first (0 = all; "
+                                "a student trains on the first, so 1 is enough for it)")
     batch_size: int = opt(64, "pairs per forward pass")
     out: str = opt("", "output Parquet file, e.g. scores/train.teacher.parquet")
 
@@ -218,7 +220,8 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     ds = _dataset(d)
     teacher = CrossEncoder.from_pretrained(_need(a.teacher, "--teacher", "the teacher model folder"))
     scores = score_candidates(teacher, ds, a.split, _read_run(a.candidates, "--candidates"), out,
-                              depth=a.depth, batch_size=a.batch_size, teacher_path=a.teacher)
+                              depth=a.depth, batch_size=a.batch_size, teacher_path=a.teacher,
+                              max_positives=a.max_positives or None)
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(scores)} teacher scores")
 
