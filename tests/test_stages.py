@@ -27,3 +27,16 @@ def test_dev_eval_fn_on_a_sample_of_queries_scores_those_queries_only(tiny_beir,
     assert everything == pytest.approx(dict(evaluate(ds.qrels_for("dev"), full, ["ndcg@10", "mrr@10"]).mean))
     with pytest.raises(ConfigError, match="not judged queries of split 'dev'"):
         dev_eval_fn(ds, "dev", run, query_ids=["no-such-query"])
+
+
+def test_candidates_are_the_same_when_computed_and_when_resumed(tiny_beir, tmp_path):
+    """A query BM25 finds nothing for must not be in the first run and missing from the resumed one."""
+    from dualist.stages import run_candidates
+
+    ds = load_beir(tiny_beir)
+    lost = sorted(ds.queries_for("dev"))[0]
+    ds.queries[lost] = "zzzunknownword qqqnothing"  # no term of it is in the corpus
+    first = run_candidates(ds, "dev", tmp_path / "dev.trec", k=5)
+    again = run_candidates(ds, "dev", tmp_path / "dev.trec", k=5)
+    assert lost not in first and first == again
+    assert len(first) == len(ds.queries_for("dev")) - 1

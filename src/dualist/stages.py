@@ -125,7 +125,11 @@ def load_model(path: str | Path, **overrides: Any) -> Any:
 # --------------------------------------------------------------------------- stages
 def run_candidates(dataset: Any, split: str, out: str | Path, *, k: int = 100, force: bool = False,
                    **bm25_params: Any) -> dict[str, dict[str, float]]:
-    """BM25 top-``k`` for the queries of ``split``, written as a TREC run (skipped when up to date)."""
+    """BM25 top-``k`` for the queries of ``split``, written as a TREC run (skipped when up to date).
+
+    Returns what the file holds, the same on the first call and on a resumed one: a query BM25 finds
+    nothing for is absent (a TREC run has no line for it) and scores are as written.
+    """
     from dualist.candidates import BM25Retriever
     from dualist.data import read_trec_run, write_trec_run
 
@@ -140,7 +144,7 @@ def run_candidates(dataset: Any, split: str, out: str | Path, *, k: int = 100, f
     run = retriever.search(dataset.queries_for(split), k=k)
     write_trec_run(run, out, tag="bm25")
     mark_done(out, fp, stage="candidates", split=split, k=k, params=bm25_params, seconds=time.time() - t0)
-    return run
+    return read_trec_run(out)
 
 
 def run_rerank(model: Any, dataset: Any, split: str, candidates: dict[str, dict[str, float]], *,
