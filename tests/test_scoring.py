@@ -160,10 +160,14 @@ def test_max_positives_scores_the_best_graded_first_and_a_cap_that_removes_nothi
     pairs = candidate_pairs(ds, "train", run, depth=1, max_positives=2)
     # d9 is judged but not in the corpus; d1 has the top grade; d3 precedes d2 in qrels order
     assert pairs == [("q1", "d0"), ("q1", "d1"), ("q1", "d3"), ("q2", "d6"), ("q2", "d5")]
-    # the first scored positive is the one training takes
-    source = ExampleSource(ds, "train", run, TrainConfig(num_negatives=1, negatives="range", neg_rank_min=1,
-                                                          neg_rank_max=2, positives="first"))
-    assert {e.qid: e.positive for e in source.examples(0)} == {"q1": "d1", "q2": "d5"}
+    # training takes the positives in the same order: the first, or the first max_positives
+    def trained(**kw):
+        cfg = TrainConfig(num_negatives=1, negatives="range", neg_rank_min=1, neg_rank_max=2, **kw)
+        return sorted((e.qid, e.positive) for e in ExampleSource(ds, "train", run, cfg).examples(0))
+
+    assert trained(positives="first") == [("q1", "d1"), ("q2", "d5")]
+    assert trained(max_positives=2) == [("q1", "d1"), ("q1", "d3"), ("q2", "d5")]
+    assert trained() == [("q1", "d1"), ("q1", "d2"), ("q1", "d3"), ("q2", "d5")]
     with pytest.raises(ValueError, match="at least 1"):
         candidate_pairs(ds, "train", run, max_positives=0)
 

@@ -358,8 +358,13 @@ def test_fingerprints_leave_out_settings_that_do_not_change_the_result():
     assert fingerprint_obj(["stage", plain]) == fingerprint_obj(["stage", recomputed])
     assert fingerprint_obj(plain) != fingerprint_obj(TrainConfig(max_steps=6))
     # the same as before the field existed, so upgrading keeps old outputs
-    legacy = {k: v for k, v in dataclasses.asdict(plain).items() if k != "gradient_checkpointing"}
+    legacy = {k: v for k, v in dataclasses.asdict(plain).items()
+              if k not in ("gradient_checkpointing", "max_positives")}
     assert fingerprint_obj(plain) == fingerprint_obj(legacy)
+    # a setting added later counts only once it is set
+    assert fingerprint_obj(TrainConfig(max_steps=5, max_positives=3)) != fingerprint_obj(plain)
+    with pytest.raises(ConfigError, match="max_positives must be >= 0"):
+        TrainConfig(max_positives=-1)
 
 
 def test_written_configs_still_record_every_setting(tmp_path):

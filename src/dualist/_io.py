@@ -88,16 +88,23 @@ def fingerprint_obj(obj: Any) -> str:
     """A short stable hash of a JSON-able object (a config, a list of ids...).
 
     Dataclass fields declared with ``opt(..., fingerprint=False)`` (speed or memory settings that
-    leave the result unchanged) are left out.
+    leave the result unchanged) are left out, and those with ``fingerprint="if-set"`` while they hold
+    their default (settings added later, so that older outputs stay valid).
     """
     blob = json.dumps(_fingerprintable(obj), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _counts(f: Any, obj: Any) -> bool:
+    rule = f.metadata.get("fingerprint", True)
+    if rule == "if-set":
+        return getattr(obj, f.name) != f.default
+    return bool(rule)
+
+
 def _fingerprintable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _fingerprintable(getattr(obj, f.name)) for f in fields(obj)
-                if f.metadata.get("fingerprint", True)}
+        return {f.name: _fingerprintable(getattr(obj, f.name)) for f in fields(obj) if _counts(f, obj)}
     if isinstance(obj, dict):
         return {str(k): _fingerprintable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -26,14 +26,16 @@ __all__ = ["opt", "add_config_args", "config_from_args", "load_yaml", "config_fr
 T = TypeVar("T")
 
 
-def opt(default: Any, help: str, *, fingerprint: bool = True, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
+def opt(default: Any, help: str, *, fingerprint: bool | Literal["if-set"] = True,
+        **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
     """A dataclass field with a description for ``--help``.
 
-    ``fingerprint=False`` marks a setting that changes how a result is computed (speed, memory) but
-    not the result: stage fingerprints (:func:`dualist._io.fingerprint_obj`) leave it out, so
-    toggling it, or upgrading to a version that adds it, does not invalidate finished outputs.
+    ``fingerprint`` says what stage fingerprints (:func:`dualist._io.fingerprint_obj`) make of it:
+    ``False`` for a setting that changes how a result is computed (speed, memory) but not the result,
+    so toggling it never invalidates finished outputs; ``"if-set"`` for a setting added after outputs
+    existed, counted only when it differs from its default, so upgrading keeps those outputs.
     """
-    metadata = {"help": help} if fingerprint else {"help": help, "fingerprint": False}
+    metadata = {"help": help} if fingerprint is True else {"help": help, "fingerprint": fingerprint}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

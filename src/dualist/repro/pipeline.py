@@ -235,24 +235,32 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
 class _Samples:
     """The fixed, seeded query samples that the profile's caps select.
 
-    ``train_ids`` / ``select_ids`` are None where the cap removes nothing; they then add nothing to any
-    fingerprint either, so a dataset under the caps keeps the outputs it had before the caps existed.
+    ``train_ids`` / ``select_ids`` are None, and ``max_positives`` 0, where the cap removes nothing;
+    they then add nothing to any fingerprint either, so a dataset under the caps keeps the outputs it
+    had before the caps existed.
     """
 
     train_run: dict[str, dict[str, float]]  # candidates of the training queries scored and trained on
     train_ids: list[str] | None
     select_ids: list[str] | None
+    max_positives: int  # positives per training query, scored and trained on (0: all)
 
     @classmethod
     def of(cls, ds: Any, runs: dict, prof: Profile, seed: int) -> "_Samples":
         train_ids = _sample([q for q in runs["train"] if q in ds.queries_for("train")], prof.score_queries, seed)
         select_ids = _sample([q for q in runs["dev"] if q in ds.queries_for("dev")], prof.select_queries, seed)
         train_run = runs["train"] if train_ids is None else {q: runs["train"][q] for q in train_ids}
-        if train_ids is not None or select_ids is not None:
-            logger.info("capped samples: %s training queries scored and trained on, %s dev queries for "
-                        "checkpoint selection", len(train_ids) if train_ids else "all",
+        from dualist.data import ranked_positives
+
+        qrels, cap = ds.qrels_for("train"), prof.score_positives
+        binds = cap > 0 and any(len(ranked_positives(qrels.get(q, {}), ds.corpus)) > cap for q in train_run)
+        max_positives = cap if binds else 0
+        if train_ids is not None or select_ids is not None or max_positives:
+            logger.info("capped samples: %s training queries scored and trained on, %s positives each, %s dev "
+                        "queries for checkpoint selection", len(train_ids) if train_ids else "all",
+                        f"at most {max_positives}" if max_positives else "all",
                         len(select_ids) if select_ids else "all")
-        return cls(train_run, train_ids, select_ids)
+        return cls(train_run, train_ids, select_ids, max_positives)
 
     def fingerprint_parts(self, *, train: bool) -> list[Any]:
         parts: list[Any] = []
@@ -318,7 +326,7 @@ def _score_teacher(ds: Any, samples: _Samples, prof: Profile, work: Path, teache
     teacher = CrossEncoder.from_pretrained(teacher_dir)
     return score_candidates(teacher, ds, "train", samples.train_run, work / "scores" / "train.teacher.parquet",
                             depth=prof.score_depth, batch_size=prof.batch_size_infer,
-                            max_positives=prof.score_positives or None)
+                            max_positives=samples.max_positives or None)
 
 
 def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, loss: str, seed: int,
@@ -333,7 +341,7 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
     tcfg = TrainConfig(max_steps=prof.student_steps, batch_size=prof.student_batch_size, lr=prof.student_lr,
                        num_negatives=prof.student_negatives, negatives="range", neg_rank_min=1,
                        neg_rank_max=prof.score_depth, seed=seed, device=args.device,
-                       probe_every=prof.probe_every, select_metric="ndcg@10")
+                       probe_every=prof.probe_every, select_metric="ndcg@10", max_positives=samples.max_positives)
     scores_fp = getattr(teacher_scores, "fingerprint", None) if teacher_scores is not None else None
     fp = fingerprint_obj(["student", loss, dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, scores_fp, *samples.fingerprint_parts(train=True)])
@@ -543,6 +551,7 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
                 "losses": losses, "device": args.device, "dev split": _dev_note(ds),
                 "queries (train/dev/test)": [len(ds.queries_for(s)) for s in ("train", "dev", "test")],
                 "training queries scored and trained on": len(samples.train_run),
+                "positives per training query": samples.max_positives or "all",
                 "dev queries for checkpoint selection": (len(samples.select_ids) if samples.select_ids is not None
                                                          else len(ds.queries_for("dev"))),
                 "documents": len(ds.corpus)}

@@ -37,6 +37,9 @@ class TrainConfig:
     positives: Literal["all", "first"] = opt(
         "all", "all: one example per (query, positive) pair; first: one per query, with its "
                "highest-graded positive")
+    max_positives: int = opt(
+        0, "use at most this many positives per query, highest grade first (0: all); match the teacher "
+           "score cache's --max-positives when distilling", fingerprint="if-set")
     in_batch_negatives: bool = opt(False, "also score every query against the other queries' documents "
                                           "(dual-encoder, one-hot loss only)")
     checkpoint_every: int = opt(0, "checkpoint every N optimizer steps (0: only at each epoch end)")
@@ -66,7 +69,7 @@ class TrainConfig:
                               f"train.neg_rank_min ({self.neg_rank_min})")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-        for name in ("checkpoint_every", "keep_checkpoints", "probe_every"):
+        for name in ("checkpoint_every", "keep_checkpoints", "probe_every", "max_positives"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:

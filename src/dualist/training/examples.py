@@ -162,7 +162,8 @@ class ExampleSource:
                 continue
             ranked = ranked_positives(self.qrels[qid], self.dataset.corpus)
             if ranked:
-                out[qid] = ranked if self.config.positives == "all" else ranked[:1]
+                keep = 1 if self.config.positives == "first" else self.config.max_positives or len(ranked)
+                out[qid] = ranked[:keep]
         return out
 
     def negatives(self, epoch: int) -> dict[str, list[str]]:
