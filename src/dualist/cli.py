@@ -64,8 +64,8 @@ class ScoreArgs:
     split: str = opt("train", "split whose candidates to score")
     candidates: str = opt("", "TREC run of candidates to score")
     depth: int = opt(100, "score each query's top-DEPTH candidates (plus its positives)")
-    max_positives: int = opt(0, "score at most this many judged positives per query, best grade first (0 = all; "
-                                "a student trains on the first, so 1 is enough for it)")
+    max_positives: int = opt(0, "score at most this many judged positives per query, best grade first (0 = all); "
+                                "train the student with the same --max-positives (or --positives first for 1)")
     batch_size: int = opt(64, "pairs per forward pass")
     out: str = opt("", "output Parquet file, e.g. scores/train.teacher.parquet")
 

@@ -36,7 +36,7 @@ class Profile:
     score_depth: int = 30
     # caps that bind only on datasets larger than SciFact (0 = no cap), so NFCorpus fits the same budget:
     score_queries: int = 800        # training queries the teacher scores and the students train on (seeded)
-    score_positives: int = 5        # judged positives scored per query, best grade first (students use the first)
+    score_positives: int = 5        # judged positives per query, best grade first, scored and trained on
     select_queries: int = 150       # dev queries re-ranked to pick each model's best checkpoint (seeded)
     # students
     student_steps: int = 200
