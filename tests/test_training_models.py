@@ -229,3 +229,19 @@ def test_a_pair_missing_from_the_teacher_cache_is_named_before_training(data, ti
         train_student(ds, "train", run, student_config(tiny_bert), train(negatives="top"), tmp_path, loss="m3se",
                       teacher_scores=TeacherScores(shallow))
     assert not (tmp_path / "metrics.jsonl").exists()  # failed before the first step
+
+
+def test_a_positive_missing_from_a_capped_cache_is_named_and_max_positives_fixes_it(data, tiny_bert, fake_teacher,
+                                                                                    tmp_path):
+    ds, run = data
+    qrels = ds.qrels_for("train")
+    capped = fake_teacher.as_dict()
+    qid = sorted(capped)[0]
+    weaker = [d for d, g in qrels[qid].items() if g == 1][0]  # each tiny query has a grade-2 and a grade-1 positive
+    del capped[qid][weaker]
+    with pytest.raises(MissingScoreError, match=rf"'{qid}' and document '{weaker}'.*training positive.*max_positives"):
+        train_student(ds, "train", run, student_config(tiny_bert), train(negatives="top"), tmp_path / "all",
+                      loss="m3se", teacher_scores=TeacherScores(capped))
+    path = train_student(ds, "train", run, student_config(tiny_bert), train(negatives="top", max_positives=1),
+                         tmp_path / "one", loss="m3se", teacher_scores=TeacherScores(capped))
+    assert path.exists()

@@ -108,8 +108,13 @@ def _check_teacher_scores(source: ExampleSource, teacher_scores: TeacherScores) 
                 try:
                     teacher_scores.lookup(ex.qid, did)
                 except MissingScoreError as err:
-                    role = "positive" if did == ex.positive else "negative"
+                    if did == ex.positive:
+                        raise MissingScoreError(
+                            f"{err}. The pair is a training positive: the cache was scored with fewer positives "
+                            f"per query than training uses (train.positives={cfg.positives!r}, "
+                            f"train.max_positives={cfg.max_positives}); set train.max_positives to the cache's "
+                            "--max-positives, or score every positive.") from None
                     raise MissingScoreError(
-                        f"{err}. The pair is a training {role}: negatives are drawn from ranks "
+                        f"{err}. The pair is a training negative: negatives are drawn from ranks "
                         f"{cfg.neg_rank_min}..{cfg.neg_rank_max} of the candidate run ({cfg.negatives!r}); score "
                         f"at least that deep with the same run, or lower train.neg_rank_max.") from None
