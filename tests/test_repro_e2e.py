@@ -125,3 +125,25 @@ def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(t
     assert entry["override"] == override.split(",") and entry["profile"] == "quick"
     assert entry["expected"]["DE one-hot"]["re-rank nDCG@10"] == pytest.approx(
         next(r for r in res["rows"] if r["model"] == "DE one-hot")["re-rank nDCG@10"], abs=1e-4)
+
+
+def test_claims_say_when_there_is_no_gap_to_close_and_which_way_a_difference_goes():
+    from dualist.repro.pipeline import _claims
+
+    def rows(teacher, onehot, m3se):
+        common = {"retrieval nDCG@10": 0.1, "dev nDCG@10": 0.2}
+        return [{"model": "BM25", "re-rank nDCG@10": 0.3, **common},
+                {"model": "DE zero-shot", "re-rank nDCG@10": 0.2, **common},
+                {"model": "CA teacher", "re-rank nDCG@10": teacher, **common},
+                {"model": "DE one-hot", "re-rank nDCG@10": onehot, **common},
+                {"model": "DE + M3SE", "re-rank nDCG@10": m3se, **common}]
+
+    sig = {"DE + M3SE": {"mean_diff": -0.036, "p_value": 0.0001}}
+    below = _claims(rows(0.137, 0.200, 0.164), {}, ["onehot", "m3se"], [0], sig)
+    assert below[0].startswith("NOT SUPPORTED: teacher beats")
+    assert "no gap to close" in below[1] and "nan" not in below[1]
+    assert below[2].startswith("NOT SUPPORTED") and "M3SE - one-hot = -0.036" in below[2]
+    above = _claims(rows(0.6, 0.5, 0.56), {}, ["onehot", "m3se"], [0],
+                    {"DE + M3SE": {"mean_diff": 0.06, "p_value": 0.01}})
+    assert above[1].startswith("SUPPORTED") and "closes 60%" in above[1]
+    assert above[2].startswith("SUPPORTED")
