@@ -274,6 +274,15 @@ def test_fresh_start_replaces_an_earlier_run(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- evaluation & probes
+def test_eval_every_evaluates_inside_an_epoch_and_can_pick_that_step(tmp_path):
+    scores = iter([0.9, 0.1])
+    _, result = run(tmp_path, epochs=1, eval_every=4,
+                    loop={"eval_fn": lambda m: {"ndcg@10": next(scores)}})
+    evals = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [4, 6]  # every 4 steps, and the epoch end
+    assert result.best_step == 4
+
+
 def test_best_checkpoint_follows_select_metric(tmp_path):
     scores = iter([0.2, 0.9, 0.5])
     snapshots = {}
@@ -358,8 +367,9 @@ def test_fingerprints_leave_out_settings_that_do_not_change_the_result():
     assert fingerprint_obj(["stage", plain]) == fingerprint_obj(["stage", recomputed])
     assert fingerprint_obj(plain) != fingerprint_obj(TrainConfig(max_steps=6))
     # the same as before the field existed, so upgrading keeps old outputs
-    legacy = {k: v for k, v in dataclasses.asdict(plain).items()
-              if k not in ("gradient_checkpointing", "max_positives")}
+    later = {f.name for f in dataclasses.fields(TrainConfig) if "fingerprint" in f.metadata}
+    assert {"gradient_checkpointing", "max_positives", "eval_every"} <= later
+    legacy = {k: v for k, v in dataclasses.asdict(plain).items() if k not in later}
     assert fingerprint_obj(plain) == fingerprint_obj(legacy)
     # a setting added later counts only once it is set
     assert fingerprint_obj(TrainConfig(max_steps=5, max_positives=3)) != fingerprint_obj(plain)

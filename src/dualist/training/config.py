@@ -53,6 +53,9 @@ class TrainConfig:
         fingerprint=False)
     device: str = opt("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     probe_every: int = opt(0, "run the probes every N optimizer steps (0: only at the start and the end)")
+    eval_every: int = opt(0, "also evaluate (and keep the best checkpoint) every N optimizer steps; 0: only at "
+                             "each epoch end and the last step, which on a large dataset may be just once",
+                          fingerprint="if-set")
     select_metric: str = opt("ndcg@10", "eval_fn metric (higher is better) that picks the best checkpoint")
 
     def __post_init__(self) -> None:
@@ -69,7 +72,7 @@ class TrainConfig:
                               f"train.neg_rank_min ({self.neg_rank_min})")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-        for name in ("checkpoint_every", "keep_checkpoints", "probe_every", "max_positives"):
+        for name in ("checkpoint_every", "keep_checkpoints", "probe_every", "max_positives", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:

@@ -11,13 +11,14 @@ epoch and a function that turns one batch into a loss. Around that it does what 
 - checkpoints every ``checkpoint_every`` steps and at each epoch end, written to a temporary
   folder renamed into place, so a ``checkpoints/step-N/`` folder is always complete;
 - ``resume=True`` continues from the newest checkpoint to the same weights as an uninterrupted run;
-- ``eval_fn`` at each epoch end selects the best model, probes record scores along the way.
+- ``eval_fn`` at each epoch end (and every ``eval_every`` steps) selects the best model, probes record
+  scores along the way.
 
 Output layout of ``out_dir``::
 
     dualist.json            resolved config, inputs, status (write_meta)
     metrics.jsonl           {"step", "epoch", "loss", "lr", "grad_norm", "elapsed_s"} per optimizer step
-    eval.jsonl              {"step", "epoch", **eval_fn(model)} at each epoch end
+    eval.jsonl              {"step", "epoch", **eval_fn(model)} at each evaluation
     probes.jsonl            {"step", "probe", **probe(model, step)} at step 0, every probe_every, at the end
     checkpoints/step-N/     model/, optimizer.pt, scheduler.json, rng.pt, [scaler.pt,] trainer_state.json
     best/                   the model with the best ``select_metric`` (only with eval_fn)
@@ -120,7 +121,8 @@ def train_loop(
         steps_per_epoch: how many micro-batches ``batches(epoch)`` yields. An epoch makes
             ``ceil(steps_per_epoch / grad_accum)`` optimizer steps; the last group of an epoch may be
             shorter, and its losses are then averaged over the micro-batches it has.
-        eval_fn: ``eval_fn(model) -> {"ndcg@10": ...}`` at each epoch end (and at the last step);
+        eval_fn: ``eval_fn(model) -> {"ndcg@10": ...}`` at each epoch end, at the last step and every
+            ``config.eval_every`` steps;
             ``config.select_metric`` (higher is better) picks ``best/``.
         probes: ``probe(model, step) -> dict`` rows for ``probes.jsonl``.
         resume: continue from the newest complete checkpoint in ``out_dir`` (if any). Without it, the
@@ -285,7 +287,8 @@ def train_loop(
                     if probes and ((config.probe_every and state.step % config.probe_every == 0)
                                    or finished):
                         run_probes(state.step)
-                    if eval_fn is not None and (epoch_done or finished):
+                    if eval_fn is not None and (epoch_done or finished or (
+                            config.eval_every and state.step % config.eval_every == 0)):
                         evaluate(state.step, epoch)
                     if epoch_done:
                         state.epoch, state.batch_in_epoch = epoch + 1, 0
