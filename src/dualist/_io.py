@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,16 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         raise
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any, *, fingerprint: bool = False) -> Any:
+    """``obj`` as plain JSON values; ``fingerprint=True`` leaves out the dataclass fields that stage
+    fingerprints do not count (see :func:`fingerprint_obj`)."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(asdict(obj))
+        return {f.name: _jsonable(getattr(obj, f.name), fingerprint=fingerprint) for f in fields(obj)
+                if not fingerprint or _counts(f, obj)}
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, fingerprint=fingerprint) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, fingerprint=fingerprint) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
@@ -91,25 +94,16 @@ def fingerprint_obj(obj: Any) -> str:
     leave the result unchanged) are left out, and those with ``fingerprint="if-set"`` while they hold
     their default (settings added later, so that older outputs stay valid).
     """
-    blob = json.dumps(_fingerprintable(obj), sort_keys=True, separators=(",", ":")).encode()
+    blob = json.dumps(_jsonable(obj, fingerprint=True), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _counts(f: Any, obj: Any) -> bool:
+    """Whether a stage fingerprint counts dataclass field ``f`` of ``obj`` (its ``opt(fingerprint=...)``)."""
     rule = f.metadata.get("fingerprint", True)
     if rule == "if-set":
         return getattr(obj, f.name) != f.default
     return bool(rule)
-
-
-def _fingerprintable(obj: Any) -> Any:
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _fingerprintable(getattr(obj, f.name)) for f in fields(obj) if _counts(f, obj)}
-    if isinstance(obj, dict):
-        return {str(k): _fingerprintable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_fingerprintable(v) for v in obj]
-    return _jsonable(obj)
 
 
 def fingerprint_files(paths: Iterable[str | Path]) -> str:

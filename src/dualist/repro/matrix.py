@@ -105,13 +105,11 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     dataset = dataset or results["dataset"]
     expected = {r["model"]: {c: round(float(r[c]), 4) for c in TABLE_COLUMNS if r.get(c) is not None}
                 for r in results["rows"]}
-    entry = {"dataset": dataset, "profile": results["profile"], "seeds": results["settings"]["seeds"],
-             "wall_minutes": round(results["timings"]["total"] / 60, 1), "dualist_version": results["version"],
-             "expected": expected}
+    entry = {"dataset": dataset, "profile": results["profile"], "seeds": results["settings"]["seeds"]}
     if results["settings"].get("override"):  # --check reruns the entry with the same overrides
         entry["override"] = list(results["settings"]["override"])
-        entry = {k: entry[k] for k in ("dataset", "profile", "seeds", "override", "wall_minutes", "dualist_version",
-                                       "expected")}
+    entry.update({"wall_minutes": round(results["timings"]["total"] / 60, 1), "dualist_version": results["version"],
+                  "expected": expected})
     if note:
         entry["note"] = note
     entries = [e for e in data["entries"] if (e["dataset"], e["profile"]) != (dataset, results["profile"])]

@@ -135,7 +135,8 @@ def candidate_pairs(dataset: Any, split: str, run: Mapping[str, Mapping[str, flo
 
     Positives come highest grade first (:func:`dualist.data.ranked_positives`, the order training
     takes them in); ``max_positives`` keeps the first ones only, which is all a student trained with
-    ``positives="first"`` reads, and saves scoring work on datasets with many judged documents per query.
+    the same ``TrainConfig.max_positives`` (or ``positives="first"`` for 1) reads, and saves scoring
+    work on datasets with many judged documents per query.
 
     Queries are those of ``split`` that the run has, sorted; candidates are ranked in trec_eval order
     (:func:`dualist.data.rank_docs`, as :func:`dualist.candidates.sample_negatives` ranks them, so
