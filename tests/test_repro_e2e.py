@@ -147,3 +147,29 @@ def test_claims_say_when_there_is_no_gap_to_close_and_which_way_a_difference_goe
                     {"DE + M3SE": {"mean_diff": 0.06, "p_value": 0.01}})
     assert above[1].startswith("SUPPORTED") and "closes 60%" in above[1]
     assert above[2].startswith("SUPPORTED")
+
+
+def test_stage_replaced_by_a_killed_run_with_other_settings_is_redone(repro, tmp_path, monkeypatch, caplog):
+    """Teacher done; a rerun with another setting replaces its outputs and is killed; the first settings again
+    must retrain the teacher, not take the old marker for a model that no longer exists."""
+    import shutil
+
+    import dualist.training
+
+    src, argv = repro
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    argv = [*argv[:-1], str(out)]
+    real_train = dualist.training.train_teacher
+
+    def replace_then_die(dataset, split, run, model_config, train_config, out_dir, **kwargs):
+        shutil.rmtree(out_dir / "model")  # the trainer starting over removes the old model first
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dualist.training, "train_teacher", replace_then_die)
+    assert main([*argv[:-4], "--override", TINY.replace("teacher_steps=3", "teacher_steps=4"), *argv[-2:]]) == 130
+    monkeypatch.setattr(dualist.training, "train_teacher", real_train)
+    caplog.set_level("INFO")
+    assert main([*argv, "--losses", "onehot"]) == 0
+    assert "teacher up to date" not in caplog.text
+    assert (out / "models/teacher/model").is_dir()

@@ -40,3 +40,26 @@ def test_candidates_are_the_same_when_computed_and_when_resumed(tiny_beir, tmp_p
     again = run_candidates(ds, "dev", tmp_path / "dev.trec", k=5)
     assert lost not in first and first == again
     assert len(first) == len(ds.queries_for("dev")) - 1
+
+
+def test_candidates_replaced_by_an_unfinished_run_are_not_taken_as_done(tiny_beir, tmp_path, monkeypatch):
+    """k=5 finished, then a k=3 run rewrote the file and was killed before its marker: k=5 must recompute."""
+    import dualist.data
+    from dualist.data import read_trec_run
+    from dualist.stages import run_candidates
+
+    ds = load_beir(tiny_beir)
+    out = tmp_path / "dev.trec"
+    first = run_candidates(ds, "dev", out, k=5)
+    real_write = dualist.data.write_trec_run
+
+    def write_then_die(*args, **kwargs):
+        real_write(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dualist.data, "write_trec_run", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_candidates(ds, "dev", out, k=3)
+    monkeypatch.setattr(dualist.data, "write_trec_run", real_write)
+    assert max(len(docs) for docs in read_trec_run(out).values()) == 3  # the killed run's output
+    assert run_candidates(ds, "dev", out, k=5) == first

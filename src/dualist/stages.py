@@ -20,6 +20,7 @@ __all__ = [
     "dataset_fingerprint",
     "load_model",
     "model_kind",
+    "clear_done",
     "is_done",
     "mark_done",
     "marker_path",
@@ -49,6 +50,16 @@ def is_done(out: str | Path, fingerprint: str) -> bool:
         return read_json(m).get("fingerprint") == fingerprint
     except (OSError, ValueError):
         return False
+
+
+def clear_done(out: str | Path) -> None:
+    """Remove the marker of ``out``: call it before a stage starts rewriting ``out``.
+
+    Otherwise a run with other settings that replaced the outputs and was killed before writing its
+    own marker would leave the old marker behind, and switching the settings back would take the
+    replaced (or deleted) outputs for finished work.
+    """
+    marker_path(out).unlink(missing_ok=True)
 
 
 def mark_done(out: str | Path, fingerprint: str, **info: Any) -> None:
@@ -138,6 +149,7 @@ def run_candidates(dataset: Any, split: str, out: str | Path, *, k: int = 100, f
     if not force and is_done(out, fp):
         logger.info("candidates up to date: %s", out)
         return read_trec_run(out)
+    clear_done(out)
     t0 = time.time()
     retriever = BM25Retriever(**bm25_params)
     retriever.index(dataset.corpus)

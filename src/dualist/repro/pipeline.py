@@ -289,6 +289,9 @@ def _start(out: Path, fp: str) -> bool:
     A partial run made with other settings is not resumed (its checkpoints would be refused): the
     stage starts over, which the trainer does by replacing the old outputs.
     """
+    from dualist.stages import clear_done
+
+    clear_done(out)
     started = out / ".started.json"
     same = (out / "checkpoints").exists() and started.exists() and read_json(started).get("fingerprint") == fp
     write_json(started, {"fingerprint": fp})
@@ -372,11 +375,12 @@ def _evaluate_model(key: str, model: Any, ds: Any, runs: dict, prof: Profile, wo
     from dualist.data import write_trec_run
     from dualist.evaluation import evaluate
     from dualist.evaluation.modes import encode_corpus, rerank, retrieve
-    from dualist.stages import is_done, mark_done
+    from dualist.stages import clear_done, is_done, mark_done
 
     out = work / "results" / f"{key}.json"
     if is_done(out, fp):
         return read_json(out)
+    clear_done(out)
     res: dict[str, Any] = {"key": key}
     gap_q = _gap_queries(ds, prof.gap_queries, seed)
     if model is None:  # BM25: its own candidate order
