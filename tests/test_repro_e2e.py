@@ -173,3 +173,17 @@ def test_stage_replaced_by_a_killed_run_with_other_settings_is_redone(repro, tmp
     assert main([*argv, "--losses", "onehot"]) == 0
     assert "teacher up to date" not in caplog.text
     assert (out / "models/teacher/model").is_dir()
+
+
+def test_marked_finished_model_that_is_missing_is_trained_again(repro, tmp_path, caplog):
+    """A work folder from before markers were cleared can hold a valid marker and no model."""
+    import shutil
+
+    src, argv = repro
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    shutil.rmtree(out / "models/teacher/model")
+    caplog.set_level("INFO")
+    assert main([*argv[:-1], str(out), "--losses", "onehot"]) == 0
+    assert "marked finished but its model" in caplog.text
+    assert (out / "models/teacher/model").is_dir()

@@ -283,6 +283,23 @@ def _sample(ids: list[str], n: int, seed: int) -> list[str] | None:
     return stable_sample(random.Random(seed), sorted(ids), n)
 
 
+def _finished_model(out: Path, fp: str) -> Path | None:
+    """The model a finished training stage saved, or None when the stage must run.
+
+    The marker alone is not enough: a work folder left by an older dualist can carry a valid marker
+    beside a model that a killed rerun deleted.
+    """
+    from dualist.stages import is_done
+
+    if not is_done(out, fp):
+        return None
+    path = out / read_json(out / ".done.json")["model_path"]  # relative to out (older markers: absolute)
+    if not path.is_dir():
+        logger.warning("%s is marked finished but its model %s is missing; training again", out, path)
+        return None
+    return path
+
+
 def _start(out: Path, fp: str) -> bool:
     """Note that a stage starts with fingerprint ``fp``; True when a partial run with the same one can resume.
 
@@ -300,7 +317,7 @@ def _start(out: Path, fp: str) -> bool:
 
 def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, probe: Any,
                    samples: _Samples) -> Path:
-    from dualist.stages import dataset_fingerprint, dev_eval_fn, is_done, mark_done
+    from dualist.stages import dataset_fingerprint, dev_eval_fn, mark_done
     from dualist.training import TrainConfig, train_teacher
 
     out = work / "models" / "teacher"
@@ -311,15 +328,16 @@ def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                        probe_every=prof.probe_every, select_metric="ndcg@10")
     fp = fingerprint_obj(["teacher", dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, *samples.fingerprint_parts(train=False)])
-    if is_done(out, fp):
+    done = _finished_model(out, fp)
+    if done is not None:
         logger.info("teacher up to date: %s", out)
-        return Path(read_json(out / ".done.json")["model_path"])
+        return done
     resume = _start(out, fp)
     eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer,
                           query_ids=samples.select_ids)
     path = train_teacher(ds, "train", runs["train"], mcfg, tcfg, out, eval_fn=eval_fn, probes=[probe],
                          resume=resume)
-    mark_done(out, fp, stage="teacher", model_path=str(path))
+    mark_done(out, fp, stage="teacher", model_path=os.path.relpath(path, out))
     return Path(path)
 
 
@@ -335,7 +353,7 @@ def _score_teacher(ds: Any, samples: _Samples, prof: Profile, work: Path, teache
 
 def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, loss: str, seed: int,
                    teacher_scores: Any, probe: Any, samples: _Samples) -> Path:
-    from dualist.stages import dataset_fingerprint, dev_eval_fn, is_done, mark_done
+    from dualist.stages import dataset_fingerprint, dev_eval_fn, mark_done
     from dualist.training import TrainConfig, train_student
 
     out = work / "models" / f"student-{loss}-s{seed}"
@@ -349,15 +367,16 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
     scores_fp = getattr(teacher_scores, "fingerprint", None) if teacher_scores is not None else None
     fp = fingerprint_obj(["student", loss, dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, scores_fp, *samples.fingerprint_parts(train=True)])
-    if is_done(out, fp):
+    done = _finished_model(out, fp)
+    if done is not None:
         logger.info("student %s (seed %d) up to date", loss, seed)
-        return Path(read_json(out / ".done.json")["model_path"])
+        return done
     resume = _start(out, fp)
     eval_fn = dev_eval_fn(ds, "dev", runs["dev"], depth=prof.dev_depth, batch_size=prof.batch_size_infer,
                           query_ids=samples.select_ids)
     path = train_student(ds, "train", samples.train_run, mcfg, tcfg, out, loss=loss, teacher_scores=teacher_scores,
                          eval_fn=eval_fn, probes=[probe], resume=resume)
-    mark_done(out, fp, stage="student", loss=loss, seed=seed, model_path=str(path))
+    mark_done(out, fp, stage="student", loss=loss, seed=seed, model_path=os.path.relpath(path, out))
     return Path(path)
 
 
