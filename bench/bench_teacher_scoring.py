@@ -7,8 +7,9 @@ that one folder. The pairs are the BM25 top-100 (dualist's Lucene-like BM25) of 
 (64 on both sides). Throughput is timed (interleaved repeats) on the first ``--time-pairs`` pairs;
 the quality check scores all the pairs once per dualist variant.
 
-Checks: dualist fp32 logits equal the peer's (max abs diff <= ``--atol``); the reduced-precision
-copies ``quantized("int8")`` / ``quantized("bf16")`` keep the re-rank nDCG@10
+Checks: dualist fp32 logits, in torch and in ONNX Runtime (``quantized("onnx-fp32")``), equal the
+peer's (max abs diff <= ``--atol``); the reduced-precision copies ``quantized("int8")`` /
+``quantized("bf16")`` / ``quantized("onnx-int8")`` keep the re-rank nDCG@10
 (``dualist.evaluation.evaluate`` on the SciFact test qrels) within ``--ndcg-tol`` of fp32. With a
 fresh head the fp32 ranking is not a good one: ``--quality-teacher DIR`` runs this check with a
 trained dualist teacher instead (any pooling, e.g. the ``models/teacher/model`` folder of a
@@ -30,8 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-VARIANTS = ("dualist", "peer", "dualist-int8", "dualist-bf16")
-GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0}
+VARIANTS = ("dualist", "peer", "dualist-int8", "dualist-bf16", "dualist-onnx-fp32", "dualist-onnx-int8")
+GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3, "dualist-onnx-int8": 2.0}
+EXACT = ("dualist", "dualist-onnx-fp32")  # float32 variants: must give the peer's numbers, not just its ranking
 
 
 def build_parser():
@@ -45,11 +47,11 @@ def build_parser():
     p.add_argument("--teacher", default=None, help="a saved dualist teacher (pooling='cls'); default: a "
                                                     "fresh head on minilm-l6, saved to a temporary folder")
     p.add_argument("--quality-teacher", default=None,
-                   help="a trained dualist teacher folder (any pooling) for the int8/bf16 re-rank check; "
+                   help="a trained dualist teacher folder (any pooling) for the reduced-precision re-rank check; "
                         "default: the timed teacher")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     p.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference, dualist fp32 vs peer")
-    p.add_argument("--ndcg-tol", type=float, default=0.005, help="max re-rank nDCG@10 change of int8/bf16 vs fp32")
+    p.add_argument("--ndcg-tol", type=float, default=0.005, help="max re-rank nDCG@10 change of the reduced-precision variants vs fp32")
     p.add_argument("--pairs-file", default=None, help=__import__("argparse").SUPPRESS)
     return p
 
@@ -149,7 +151,7 @@ def main() -> None:
         "bench_teacher_scoring.py", args, variants, extra=["--pairs-file", str(pairs_file)])
     rows = []
     for v in checked:
-        if v == "dualist":
+        if v in EXACT:
             ref = "peer" if "peer" in outputs else "dualist"
             diff = float(np.abs(outputs[v] - outputs[ref]).max())
             ok = diff <= args.atol

@@ -82,6 +82,30 @@ def test_rerank_search_index_evaluate(pipeline, tmp_path):
     assert max(per_q.values()) <= 10
 
 
+def test_precision_flag_runs_the_onnx_copies(pipeline, tmp_path):
+    """--precision onnx-fp32 gives the fp32 run's documents and scores; onnx-int8 keeps its candidates."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from dualist.data import read_trec_run
+
+    w, d = pipeline
+    teacher, student = _model_dir(w / "models/teacher"), _model_dir(w / "models/student-m3se")
+    cands = w / "runs/test.bm25.trec"
+    for name, model in (("ce", teacher), ("de", student)):
+        runs = {}
+        for precision in ("fp32", "onnx-fp32", "onnx-int8"):
+            run("rerank", *d, "--model", model, "--candidates", cands, "--depth", 10, "--precision", precision,
+                "--out", tmp_path / f"{name}.{precision}.trec")
+            runs[precision] = read_trec_run(tmp_path / f"{name}.{precision}.trec")
+        assert runs["onnx-fp32"].keys() == runs["fp32"].keys()
+        for q, docs in runs["fp32"].items():
+            assert runs["onnx-fp32"][q] == pytest.approx(docs, abs=1e-4)
+            assert runs["onnx-int8"][q].keys() == docs.keys()
+    run("index", *d, "--model", student, "--precision", "onnx-fp32", "--out", tmp_path / "index")
+    run("search", *d, "--model", student, "--index", tmp_path / "index", "--k", 5, "--precision", "onnx-fp32",
+        "--out", tmp_path / "search.trec")
+    assert read_trec_run(tmp_path / "search.trec")
+
+
 def test_yaml_config_is_honoured_and_flags_win(pipeline, tmp_path):
     w, d = pipeline
     cfg = tmp_path / "c.yaml"

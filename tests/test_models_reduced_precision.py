@@ -1,4 +1,5 @@
-"""quantized(dtype="int8" | "bf16") copies of both models: close to fp32, inference only, originals untouched."""
+"""quantized(dtype=...) copies of both models (torch int8 / bf16, ONNX Runtime fp32 / int8): close to fp32,
+inference only, originals untouched."""
 
 from __future__ import annotations
 
@@ -73,3 +74,67 @@ def test_cross_encoder_reduced_precision_is_close(tiny_bert, dtype, pooling):
         low(q, d)
     with pytest.raises(DualistError, match="cannot be saved"):
         low.save_pretrained("unused")
+
+
+# --------------------------------------------------------------------------- ONNX Runtime copies
+
+@pytest.fixture
+def needs_onnx():
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'dualist[onnx]')")
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_dual_encoder_onnx_fp32_gives_the_torch_embeddings(tiny_bert, needs_onnx, shared):
+    model = DualEncoder(model=str(tiny_bert), doc_max_length=64, shared=shared)
+    fast = model.quantized("onnx-fp32")
+    docs, queries = _texts(9), _texts(5, seed=4)
+    # batch 4 over texts of 1 to 40 words: several padded widths through one exported graph
+    np.testing.assert_allclose(fast.encode_docs(docs, batch_size=4), model.encode_docs(docs), atol=1e-5)
+    np.testing.assert_allclose(fast.encode_queries(queries), model.encode_queries(queries), atol=1e-5)
+    assert (fast.query_model is fast.doc_model) == shared
+    assert fast.inference_dtype == "onnx-fp32" and model.inference_dtype is None
+    assert fast.query_model.fused.get("Attention") == 2  # the tiny BERT's two layers, fused
+    with pytest.raises(DualistError, match="inference only"):
+        fast.embed_queries(queries)
+    with pytest.raises(DualistError, match="cannot be saved"):
+        fast.save_pretrained("unused")
+    assert model.embed_docs(docs[:2]).requires_grad  # the original still trains
+
+
+def test_dual_encoder_onnx_int8_is_close(tiny_bert, needs_onnx):
+    model = DualEncoder(model=str(tiny_bert), doc_max_length=64)
+    texts = _texts(9)
+    fp32, approx = model.encode_docs(texts), model.quantized("onnx-int8").encode_docs(texts, batch_size=4)
+    cosine = (fp32 * approx).sum(1) / np.linalg.norm(approx, axis=1)
+    assert cosine.min() > 0.95
+    assert not np.allclose(fp32, approx, atol=1e-5)  # it did run with int8 weights
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_cross_encoder_onnx_scores(tiny_bert, needs_onnx, pooling):
+    torch.manual_seed(0)
+    ce = CrossEncoder(model=str(tiny_bert), max_length=48, pooling=pooling).eval()
+    q, d = _texts(12, seed=2), _texts(12, seed=3)
+    fp32 = ce.score(q, d)
+    np.testing.assert_allclose(ce.quantized("onnx-fp32").score(q, d, batch_size=5), fp32, atol=1e-5)
+    approx = ce.quantized("onnx-int8").score(q, d, batch_size=5)
+    spread = float(fp32.max() - fp32.min())
+    assert np.abs(fp32 - approx).max() < 0.1 * spread + 1e-3
+    assert isinstance(ce.model.classifier, torch.nn.Linear)  # original untouched
+    with pytest.raises(DualistError, match="inference only"):
+        ce.quantized("onnx-fp32")(q, d)
+
+
+def test_onnx_copy_without_onnxruntime_says_what_to_install(tiny_bert, monkeypatch):
+    import dualist.models.onnx_runtime as ort_module
+
+    monkeypatch.setattr(ort_module, "onnx_available", lambda: False)
+    with pytest.raises(DualistError, match=r"pip install 'dualist\[onnx\]'"):
+        DualEncoder(model=str(tiny_bert)).quantized("onnx-fp32")
+
+
+def test_reduced_precision_refuses_onnx(tiny_bert):
+    from dualist.models._common import reduced_precision
+
+    with pytest.raises(ConfigError, match="quantized"):
+        reduced_precision(DualEncoder(model=str(tiny_bert)).query_model, "onnx-int8")

@@ -28,6 +28,11 @@ logger = logging.getLogger("dualist")
 
 METRICS_DEFAULT = ["ndcg@10", "mrr@10", "recall@100"]
 
+Precision = Literal["fp32", "int8", "bf16", "onnx-fp32", "onnx-int8"]
+PRECISION_HELP = ("inference precision of the model(s): fp32 (torch), int8 or bf16 (torch copies), onnx-fp32 "
+                  "(ONNX Runtime, the fp32 scores) or onnx-int8 (ONNX Runtime, int8 weights); the onnx ones need "
+                  "pip install 'dualist[onnx]'; check ranking quality before relying on a reduced one")
+
 
 # --------------------------------------------------------------------------- argument dataclasses
 @dataclass
@@ -91,6 +96,7 @@ class IndexArgs:
     backend: Literal["exact", "faiss"] = opt("exact", "exact inner product (numpy) or a FAISS index")
     factory: str = opt("Flat", "FAISS index factory string when --backend faiss (Flat, HNSW32, IVF256,PQ32...)")
     batch_size: int = opt(64, "documents per forward pass")
+    precision: Precision = opt("fp32", PRECISION_HELP)
     out: str = opt("", "output index folder")
 
 
@@ -103,6 +109,7 @@ class SearchArgs:
     rerank_with: str = opt("", "cross-encoder folder to re-rank the top results with (two-stage search)")
     rerank_depth: int = opt(100, "how many retrieved results the cross-encoder re-scores")
     batch_size: int = opt(64, "texts per forward pass")
+    precision: Precision = opt("fp32", PRECISION_HELP)
     out: str = opt("", "output TREC run file")
 
 
@@ -112,6 +119,7 @@ class RerankArgs:
     split: str = opt("test", "split whose queries to re-rank")
     candidates: str = opt("", "TREC run to re-rank (e.g. BM25 top-100)")
     depth: int = opt(100, "re-rank each query's top-DEPTH candidates")
+    precision: Precision = opt("fp32", PRECISION_HELP)
     batch_size: int = opt(64, "texts per forward pass")
     out: str = opt("", "output TREC run file")
 
@@ -259,7 +267,7 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     a = config_from_args(IndexArgs, ns, cfg)
     out = _need(a.out, "--out", "the index folder to write")
     ds = _dataset(d)
-    model = load_model(_need(a.model, "--model", "a dual-encoder folder"))
+    model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
     ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
     index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory)
     index.add(ids, _search_space(model, emb))
@@ -277,11 +285,11 @@ def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
     a = config_from_args(SearchArgs, ns, cfg)
     out = _need(a.out, "--out", "the TREC run file to write")
     ds = _dataset(d)
-    model = load_model(_need(a.model, "--model", "a dual-encoder folder"))
+    model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
     index = load_index(a.index) if a.index else None
     run = run_retrieve(model, ds, a.split, k=a.k, index=index, batch_size=a.batch_size)
     if a.rerank_with:
-        ce = load_model(a.rerank_with)
+        ce = load_model(a.rerank_with, precision=a.precision)
         run = run_rerank(ce, ds, a.split, run, depth=a.rerank_depth, batch_size=a.batch_size)
     write_trec_run(run, out, tag="dualist")
     _write_resolved(out, {"data": d, "args": a})
@@ -295,7 +303,7 @@ def cmd_rerank(ns: argparse.Namespace, cfg: dict) -> None:
     a = config_from_args(RerankArgs, ns, cfg)
     out = _need(a.out, "--out", "the TREC run file to write")
     ds = _dataset(d)
-    model = load_model(_need(a.model, "--model", "a model folder"))
+    model = load_model(_need(a.model, "--model", "a model folder"), precision=a.precision)
     run = run_rerank(model, ds, a.split, _read_run(a.candidates, "--candidates"), depth=a.depth,
                      batch_size=a.batch_size, out=out)
     _write_resolved(out, {"data": d, "args": a})

@@ -125,12 +125,17 @@ def model_kind(path: str | Path) -> str:
                       f" pass the model/ folder written by 'dualist train-teacher' or 'dualist train-student'{hint}")
 
 
-def load_model(path: str | Path, **overrides: Any) -> Any:
-    """Load a saved :class:`~dualist.models.CrossEncoder` or :class:`~dualist.models.DualEncoder`."""
+def load_model(path: str | Path, precision: str = "fp32", **overrides: Any) -> Any:
+    """Load a saved :class:`~dualist.models.CrossEncoder` or :class:`~dualist.models.DualEncoder`.
+
+    ``precision`` other than ``"fp32"`` returns the model's inference copy ``quantized(precision)``
+    (``int8``, ``bf16``, ``onnx-fp32``, ``onnx-int8``).
+    """
     from dualist.models import CrossEncoder, DualEncoder
 
     cls = CrossEncoder if model_kind(path) == "cross_encoder" else DualEncoder
-    return cls.from_pretrained(path, **overrides)
+    model = cls.from_pretrained(path, **overrides)
+    return model if precision == "fp32" else model.quantized(precision)
 
 
 # --------------------------------------------------------------------------- stages

@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
-InferencePrecision = Literal["int8", "bf16"]
-"""Reduced-precision inference copies (``DualEncoder.quantized`` / ``CrossEncoder.quantized``)."""
+InferencePrecision = Literal["int8", "bf16", "onnx-fp32", "onnx-int8"]
+"""Inference copies (``DualEncoder.quantized`` / ``CrossEncoder.quantized``): torch int8 or bf16, or the
+backbone run by ONNX Runtime in float32 or int8 (:mod:`dualist.models.onnx_runtime`)."""
 
 # Texts are tokenized this many at a time: enough to sort well by length, small enough that the
 # token ids of a million-document corpus never sit in memory at once.
@@ -228,6 +229,9 @@ def reduced_precision(model: torch.nn.Module, dtype: str, *, keep_fp32: Sequence
       instructions (AVX512-BF16, AMX) or on a GPU; emulated, and slower than float32, elsewhere.
     """
     check_precision(dtype)
+    if dtype.startswith("onnx"):
+        raise ConfigError(f"{dtype!r} replaces the model rather than converting it: use DualEncoder.quantized / "
+                          "CrossEncoder.quantized, or dualist.models.onnx_runtime.OnnxBody")
     device = next(model.parameters()).device
     model.eval()
     if dtype == "int8":

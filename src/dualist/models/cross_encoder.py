@@ -181,13 +181,27 @@ class CrossEncoder(torch.nn.Module):
         instructions (AVX512-BF16, AMX) or on a GPU. See :meth:`DualEncoder.quantized
         <dualist.models.DualEncoder.quantized>` for measured speed and closeness; check re-ranking
         quality before relying on either (``bench/bench_teacher_scoring.py`` does).
+        ``dtype="onnx-fp32"`` / ``"onnx-int8"`` (CPU only, ``pip install 'dualist[onnx]'``): the
+        backbone run by ONNX Runtime (:mod:`dualist.models.onnx_runtime`), the mean-pooled head in
+        torch float32; with ``pooling="cls"`` the whole classifier runs in ONNX Runtime.
         ``forward`` and ``save_pretrained`` refuse on the copy.
         """
         check_precision(dtype)
-        if dtype == "int8" and self.device.type != "cpu":
-            raise DualistError(f"int8 dynamic quantization runs on CPU; this model is on {self.device}")
+        if dtype != "bf16" and self.device.type != "cpu":
+            raise DualistError(f"{dtype} inference runs on CPU; this model is on {self.device}")
         new = copy.deepcopy(self)
-        new.model = reduced_precision(new.model, dtype, keep_fp32=("classifier",))
+        if dtype.startswith("onnx"):
+            from dualist.models.onnx_runtime import OnnxBody
+
+            types = "token_type_ids" in self.tokenizer.model_input_names
+            int8 = dtype == "onnx-int8"
+            if self.config.pooling == "cls":
+                new.model = OnnxBody(self.model, int8=int8, token_type_ids=types, output="logits")
+            else:
+                prefix = self.model.base_model_prefix
+                setattr(new.model, prefix, OnnxBody(getattr(self.model, prefix), int8=int8, token_type_ids=types))
+        else:
+            new.model = reduced_precision(new.model, dtype, keep_fp32=("classifier",))
         new.inference_dtype = dtype
         return new.eval()
 
