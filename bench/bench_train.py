@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SIDES = ("dualist", "peer")
-# -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True); -ckpt: dualist gradient_checkpointing=True
-VARIANTS = ("dualist", "peer", "dualist-bf16", "peer-bf16", "dualist-ckpt", "dualist-bf16-ckpt")
+# -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True); -ckpt: dualist gradient_checkpointing=True;
+# -lean: dualist lean_attention=True (attention dropout without the L x L float tensors)
+VARIANTS = ("dualist", "peer", "dualist-bf16", "peer-bf16", "dualist-ckpt", "dualist-bf16-ckpt", "dualist-lean",
+            "dualist-bf16-lean")
 
 
 def build_parser():
@@ -52,7 +54,8 @@ def build_parser():
     p.add_argument("--variants", default="dualist,peer",
                    help="comma-separated runs to time, from: " + ", ".join(VARIANTS)
                         + " (the -bf16 ones train under bf16 autocast, the -ckpt ones recompute "
-                          "activations (gradient checkpointing); each is compared with 'peer')")
+                          "activations (gradient checkpointing), the -lean ones use lean attention "
+                          "(TrainConfig.lean_attention); each is compared with 'peer')")
     p.add_argument("--inputs", default=None, help=argparse_suppress())
     p.add_argument("--model", default=None, help=argparse_suppress())
     return p
@@ -108,13 +111,13 @@ def no_dropout_copy(workdir: Path) -> str:
     return str(dst)
 
 
-def train_config(args, steps: int, amp: str = "off", checkpointing: bool = False):
+def train_config(args, steps: int, amp: str = "off", checkpointing: bool = False, lean: bool = False):
     from dualist.training.config import TrainConfig
 
     return TrainConfig(batch_size=args.batch_size, max_steps=steps, lr=args.lr, weight_decay=0.01,
                        warmup_ratio=0.0, max_grad_norm=1.0, seed=42, num_negatives=args.negatives,
                        negatives="range", neg_rank_min=1, neg_rank_max=100, log_every=1, device="cpu",
-                       amp=amp, gradient_checkpointing=checkpointing)
+                       amp=amp, gradient_checkpointing=checkpointing, lean_attention=lean)
 
 
 def load_inputs(args):
@@ -127,7 +130,7 @@ def load_inputs(args):
 
 # -------------------------------------------------------------------------------- the two sides
 
-def run_dualist(args, steps: int, bf16: bool = False, checkpointing: bool = False) -> dict:
+def run_dualist(args, steps: int, bf16: bool = False, checkpointing: bool = False, lean: bool = False) -> dict:
     from dualist.models import DualEncoderConfig
     from dualist.training.student import train_student
 
@@ -136,8 +139,8 @@ def run_dualist(args, steps: int, bf16: bool = False, checkpointing: bool = Fals
                                   doc_max_length=args.max_length)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        train_student(ds, "train", run, model_cfg, train_config(args, steps, "bf16" if bf16 else "off", checkpointing), out, loss="margin_mse",
-                      teacher_scores=teacher)
+        config = train_config(args, steps, "bf16" if bf16 else "off", checkpointing, lean)
+        train_student(ds, "train", run, model_cfg, config, out, loss="margin_mse", teacher_scores=teacher)
         total = time.perf_counter() - t0
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     ends = [r["elapsed_s"] for r in rows]
@@ -223,6 +226,8 @@ def child_main(args) -> None:
     kw = {"bf16": "-bf16" in args.rss_side}
     if args.rss_side.endswith("-ckpt"):
         kw["checkpointing"] = True
+    if args.rss_side.endswith("-lean"):
+        kw["lean"] = True
     C.emit_child_result(fn(args, args.steps, **kw))
 
 
