@@ -101,6 +101,12 @@ def main() -> None:
         "dualist bf16": lambda: bf.encode_docs(texts, batch_size=args.batch_size, show_progress=False),
         "dualist int8": lambda: q8.encode_docs(texts, batch_size=args.batch_size, show_progress=False),
     }
+    from dualist.models.onnx_runtime import onnx_available
+
+    if onnx_available():  # the ONNX Runtime copies (pip install -e '.[onnx]')
+        o32, o8 = de.quantized("onnx-fp32"), de.quantized("onnx-int8")
+        sides["dualist onnx-fp32"] = lambda: o32.encode_docs(texts, batch_size=args.batch_size, show_progress=False)
+        sides["dualist onnx-int8"] = lambda: o8.encode_docs(texts, batch_size=args.batch_size, show_progress=False)
     for fn in sides.values():
         fn()
     times = C.interleaved(sides, args.repeats, warmup=0)
@@ -112,13 +118,13 @@ def main() -> None:
     print(f"model: {fpt / 1e6:.1f} MFLOP/token at mean length {mean_len:.0f} (analytic, attention included); "
           f"FlopCounterMode on a padded batch: {counted / 1e6:.1f} MFLOP/token vs analytic Linear-only "
           f"{analytic_linear / 1e6:.1f} (it does not count the CPU flash-attention kernel)")
-    print(f"{'side':14s} {'docs/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'of fp32 mm':>10s} {'of bf16 mm':>10s}")
+    print(f"{'side':17s} {'docs/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'of fp32 mm':>10s} {'of bf16 mm':>10s}")
     out = {}
     for name, ts in times.items():
         tps = n_tokens / C.median(ts)
         gf = tps * fpt / 1e9
         out[name] = {"docs_per_s": len(texts) / C.median(ts), "tokens_per_s": tps, "gflops": gf}
-        print(f"{name:14s} {len(texts) / C.median(ts):8.2f} {tps:9.0f} {gf:8.1f} {gf / sq32:10.0%} {gf / sqbf:10.0%}")
+        print(f"{name:17s} {len(texts) / C.median(ts):8.2f} {tps:9.0f} {gf:8.1f} {gf / sq32:10.0%} {gf / sqbf:10.0%}")
     if args.json:
         import json
 

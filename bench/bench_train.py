@@ -34,7 +34,7 @@ import _common as C  # noqa: E402
 
 SIDES = ("dualist", "peer")
 # -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True); -ckpt: dualist gradient_checkpointing=True;
-# -lean: dualist lean_attention=True (attention dropout without the L x L float tensors)
+# -lean: dualist lean_activations=True (attention dropout and GELU recomputed in the backward pass)
 VARIANTS = ("dualist", "peer", "dualist-bf16", "peer-bf16", "dualist-ckpt", "dualist-bf16-ckpt", "dualist-lean",
             "dualist-bf16-lean")
 
@@ -55,7 +55,7 @@ def build_parser():
                    help="comma-separated runs to time, from: " + ", ".join(VARIANTS)
                         + " (the -bf16 ones train under bf16 autocast, the -ckpt ones recompute "
                           "activations (gradient checkpointing), the -lean ones use lean attention "
-                          "(TrainConfig.lean_attention); each is compared with 'peer')")
+                          "(TrainConfig.lean_activations); each is compared with 'peer')")
     p.add_argument("--inputs", default=None, help=argparse_suppress())
     p.add_argument("--model", default=None, help=argparse_suppress())
     return p
@@ -117,7 +117,7 @@ def train_config(args, steps: int, amp: str = "off", checkpointing: bool = False
     return TrainConfig(batch_size=args.batch_size, max_steps=steps, lr=args.lr, weight_decay=0.01,
                        warmup_ratio=0.0, max_grad_norm=1.0, seed=42, num_negatives=args.negatives,
                        negatives="range", neg_rank_min=1, neg_rank_max=100, log_every=1, device="cpu",
-                       amp=amp, gradient_checkpointing=checkpointing, lean_attention=lean)
+                       amp=amp, gradient_checkpointing=checkpointing, lean_activations=lean)
 
 
 def load_inputs(args):

@@ -51,10 +51,11 @@ class TrainConfig:
         False, "recompute each transformer layer's activations in the backward pass instead of keeping "
                "them: much less memory for about a third more compute; the same losses",
         fingerprint=False)
-    lean_attention: bool = opt(
-        False, "attention dropout without keeping the batch x heads x length x length float tensors: scores "
-               "and softmax are recomputed in the backward pass (dualist.training.attention); less memory "
-               "and, on CPU, faster; the same losses without dropout, another dropout random stream with it",
+    lean_activations: bool = opt(
+        False, "keep less for the backward pass and recompute it: attention dropout with a one-byte mask "
+               "instead of three batch x heads x length x length float tensors, and the feed-forward GELU "
+               "from its input (dualist.training.lean_activations); less memory and, on CPU, faster; the "
+               "same losses without dropout, another attention-dropout random stream with it",
         fingerprint="if-set")
     device: str = opt("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     probe_every: int = opt(0, "run the probes every N optimizer steps (0: only at the start and the end)")

@@ -152,10 +152,10 @@ def train_loop(
     model.to(device)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    if config.lean_attention:
-        from dualist.training.attention import enable_lean_attention
+    if config.lean_activations:
+        from dualist.training.lean_activations import enable_lean_activations
 
-        enable_lean_attention(model)
+        enable_lean_activations(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _build_optimizer(model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)

@@ -1,4 +1,4 @@
-"""Lean attention: the unfused attention's math and gradients, less saved memory, a working switch."""
+"""Lean activations: the plain model's math and gradients, less saved memory, a working switch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from dualist.errors import ConfigError
 from dualist.models import DualEncoder
 from dualist.training import TrainConfig, train_student
-from dualist.training.attention import LeanAttention, enable_lean_attention
+from dualist.training.lean_activations import ActivationLinear, LeanAttention, enable_lean_activations
 
 
 def _reference(q, k, v, mask, scale, p):
@@ -79,27 +79,57 @@ def test_enabled_model_saves_less_and_evaluates_the_same(tiny_bert):
     before = model.encode_docs(texts)
     model.train()
     default_bytes = _saved_bytes(model, texts)
-    assert enable_lean_attention(model)
+    assert enable_lean_activations(model) == {"attention": 1, "feed_forward": 2}
     lean_bytes = _saved_bytes(model, texts)
     assert lean_bytes < 0.9 * default_bytes
     model.eval()
     torch.testing.assert_close(torch.from_numpy(model.encode_docs(texts)), torch.from_numpy(before))
 
 
-def test_train_config_lean_attention_trains(tiny_beir, tiny_bert, tmp_path):
+def test_train_config_lean_activations_trains(tiny_beir, tiny_bert, tmp_path):
     from dualist.candidates import bm25_run
     from dualist.data import load_beir
     from dualist.models import DualEncoderConfig
 
     ds = load_beir(tiny_beir)
     run = bm25_run(ds, "train", k=10)
-    cfg = TrainConfig(max_steps=3, batch_size=4, num_negatives=3, neg_rank_max=10, lean_attention=True, log_every=1)
+    cfg = TrainConfig(max_steps=3, batch_size=4, num_negatives=3, neg_rank_max=10, lean_activations=True,
+                      log_every=1)
     path = train_student(ds, "train", run, DualEncoderConfig(model=str(tiny_bert), doc_max_length=48), cfg,
                          tmp_path / "student", loss="onehot")
     assert DualEncoder.from_pretrained(path).encode_queries(["protein"]).shape[0] == 1
     assert (tmp_path / "student/metrics.jsonl").read_text().count("\n") == 3
 
 
-def test_lean_attention_needs_a_backbone():
-    with pytest.raises(ConfigError, match="lean_attention"):
-        enable_lean_attention(torch.nn.Linear(2, 2))
+def test_lean_activations_need_a_backbone():
+    with pytest.raises(ConfigError, match="lean_activations"):
+        enable_lean_activations(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_without_dropout_the_lean_model_has_the_plain_models_loss_and_gradients(tiny_bert, bf16):
+    """Attention dropout 0 takes the fused path; the GELU moved into ActivationLinear must change nothing."""
+    texts = [" ".join(["protein folding enzyme"] * 10), "ocean warming", "sleep and memory consolidation"]
+
+    def loss_and_grads(lean: bool):
+        torch.manual_seed(0)
+        model = DualEncoder(model=str(tiny_bert), doc_max_length=48)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        if lean:
+            enable_lean_activations(model)
+            assert any(isinstance(m, ActivationLinear) for m in model.modules())
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.embed_docs(texts).float().pow(3).sum()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain_loss, plain = loss_and_grads(False)
+    lean_loss, lean = loss_and_grads(True)
+    assert plain.keys() == lean.keys() and plain  # the same parameters, under the same names
+    tol = {"rtol": 2e-2, "atol": 2e-3} if bf16 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(lean_loss, plain_loss, **tol)
+    for name in plain:
+        torch.testing.assert_close(lean[name], plain[name], **tol, msg=name)
