@@ -39,40 +39,64 @@ __all__ = ["LeanAttention", "ActivationLinear", "lean_attention_forward", "enabl
 LEAN_ATTENTION = "dualist_lean"
 
 
+# Score elements (batch x heads x length x length) computed at once: the float32 temporaries of one
+# layer's attention stay near 16 MB each instead of growing with the batch, in both passes.
+_CHUNK_ELEMENTS = 1 << 22
+
+
 class LeanAttention(torch.autograd.Function):
     """``dropout(softmax(q @ k^T * scale + mask), p) @ v`` keeping only q, k, v and a boolean mask.
 
     ``q, k, v``: ``(B, H, L, d)`` (any float dtype; scores and softmax run in float32);
-    ``mask``: additive float mask broadcastable to ``(B, H, L, L)``, or None.
+    ``mask``: additive float mask broadcastable to ``(B, H, L, L)``, or None. Both passes run over
+    slices of the batch, so their float32 temporaries stay small.
     """
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                 scale: float, p: float) -> torch.Tensor:
-        probs = _probs(q, k, mask, scale)
-        keep = torch.rand_like(probs) >= p
-        dropped = probs.mul_(keep).div_(1.0 - p)
-        out = torch.matmul(dropped.to(v.dtype), v)
+        keep = torch.empty((*q.shape[:-1], k.shape[-2]), dtype=torch.bool, device=q.device)
+        outs = []
+        for rows in _batch_slices(q, k):
+            probs = _probs(q[rows], k[rows], _rows(mask, rows, q.shape[0]), scale)
+            kept = torch.rand_like(probs) >= p
+            keep[rows] = kept
+            outs.append(torch.matmul(probs.mul_(kept).div_(1.0 - p).to(v.dtype), v[rows]))
         ctx.save_for_backward(q, k, v, keep, mask)
         ctx.scale, ctx.p = scale, p
-        return out
+        return torch.cat(outs)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         q, k, v, keep, mask = ctx.saved_tensors
         scale, p = ctx.scale, ctx.p
-        probs = _probs(q, k, mask, scale)
-        dropped = (probs * keep).div_(1.0 - p)
-        grad_v = torch.matmul(dropped.to(grad_out.dtype).transpose(-1, -2), grad_out)
-        del dropped
-        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).float().mul_(keep).div_(1.0 - p)
-        # softmax backward: dS = P * (dP - sum(dP * P))
-        grad_scores = probs.mul_(grad_probs.sub_((grad_probs * probs).sum(-1, keepdim=True)))
-        del grad_probs
-        grad_scores = grad_scores.to(q.dtype)
-        grad_q = torch.matmul(grad_scores, k).mul_(scale)
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(scale)
-        return grad_q, grad_k, grad_v.to(v.dtype), None, None, None
+        grads: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for rows in _batch_slices(q, k):
+            qs, ks, vs, gs, kept = q[rows], k[rows], v[rows], grad_out[rows], keep[rows]
+            probs = _probs(qs, ks, _rows(mask, rows, q.shape[0]), scale)
+            dropped = (probs * kept).div_(1.0 - p)
+            grad_v = torch.matmul(dropped.to(gs.dtype).transpose(-1, -2), gs)
+            del dropped
+            grad_probs = torch.matmul(gs, vs.transpose(-1, -2)).float().mul_(kept).div_(1.0 - p)
+            # softmax backward: dS = P * (dP - sum(dP * P))
+            grad_scores = probs.mul_(grad_probs.sub_((grad_probs * probs).sum(-1, keepdim=True)))
+            del grad_probs
+            grad_scores = grad_scores.to(qs.dtype)
+            grads.append((torch.matmul(grad_scores, ks).mul_(scale),
+                          torch.matmul(grad_scores.transpose(-1, -2), qs).mul_(scale), grad_v.to(v.dtype)))
+        grad_q, grad_k, grad_v = (torch.cat(parts) for parts in zip(*grads))
+        return grad_q, grad_k, grad_v, None, None, None
+
+
+def _batch_slices(q: torch.Tensor, k: torch.Tensor) -> list[slice]:
+    per_row = max(1, q.shape[1] * q.shape[2] * k.shape[2])
+    step = max(1, _CHUNK_ELEMENTS // per_row)
+    return [slice(i, min(q.shape[0], i + step)) for i in range(0, q.shape[0], step)]
+
+
+def _rows(mask: torch.Tensor | None, rows: slice, batch: int) -> torch.Tensor | None:
+    """The mask rows of a batch slice (a mask broadcast over the batch is used whole)."""
+    return mask[rows] if mask is not None and mask.shape[0] == batch and batch > 1 else mask
 
 
 def _probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
