@@ -36,7 +36,8 @@ SIDES = ("dualist", "peer")
 # -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True); -ckpt: dualist gradient_checkpointing=True;
 # -lean: dualist lean_activations=True (attention dropout and GELU recomputed in the backward pass)
 VARIANTS = ("dualist", "peer", "dualist-bf16", "peer-bf16", "dualist-ckpt", "dualist-bf16-ckpt", "dualist-lean",
-            "dualist-bf16-lean")
+            "dualist-bf16-lean", "dualist-bf16-lean-ckpt1", "dualist-bf16-lean-ckpt2")
+# -ckptN: gradient checkpointing of the first N layers only (TrainConfig.checkpoint_layers)
 
 
 def build_parser():
@@ -111,13 +112,14 @@ def no_dropout_copy(workdir: Path) -> str:
     return str(dst)
 
 
-def train_config(args, steps: int, amp: str = "off", checkpointing: bool = False, lean: bool = False):
+def train_config(args, steps: int, amp: str = "off", checkpointing: int | bool = False, lean: bool = False):
     from dualist.training.config import TrainConfig
 
     return TrainConfig(batch_size=args.batch_size, max_steps=steps, lr=args.lr, weight_decay=0.01,
                        warmup_ratio=0.0, max_grad_norm=1.0, seed=42, num_negatives=args.negatives,
                        negatives="range", neg_rank_min=1, neg_rank_max=100, log_every=1, device="cpu",
-                       amp=amp, gradient_checkpointing=checkpointing, lean_activations=lean)
+                       amp=amp, gradient_checkpointing=bool(checkpointing), lean_activations=lean,
+                       checkpoint_layers=0 if checkpointing is True else int(checkpointing))
 
 
 def load_inputs(args):
@@ -130,7 +132,7 @@ def load_inputs(args):
 
 # -------------------------------------------------------------------------------- the two sides
 
-def run_dualist(args, steps: int, bf16: bool = False, checkpointing: bool = False, lean: bool = False) -> dict:
+def run_dualist(args, steps: int, bf16: bool = False, checkpointing: int | bool = False, lean: bool = False) -> dict:
     from dualist.models import DualEncoderConfig
     from dualist.training.student import train_student
 
@@ -224,9 +226,12 @@ def child_main(args) -> None:
     C.setup_env(args.threads)
     fn = run_dualist if args.rss_side.startswith("dualist") else run_peer
     kw = {"bf16": "-bf16" in args.rss_side}
-    if args.rss_side.endswith("-ckpt"):
-        kw["checkpointing"] = True
-    if args.rss_side.endswith("-lean"):
+    import re
+
+    ckpt = re.search(r"-ckpt(\d*)$", args.rss_side)
+    if ckpt:
+        kw["checkpointing"] = int(ckpt.group(1)) if ckpt.group(1) else True
+    if "-lean" in args.rss_side:
         kw["lean"] = True
     C.emit_child_result(fn(args, args.steps, **kw))
 

@@ -158,6 +158,9 @@ def test_gradient_checkpointing_gives_the_same_run_with_dropout_on(data, tiny_be
     plain, recomputed = student(tmp_path / "plain"), student(tmp_path / "ckpt", gradient_checkpointing=True)
     assert losses(tmp_path / "plain") == pytest.approx(losses(tmp_path / "ckpt"), rel=1e-5)
     assert max_abs_diff(plain, recomputed) <= 1e-5
+    partial = student(tmp_path / "ckpt1", gradient_checkpointing=True, checkpoint_layers=1)
+    assert losses(tmp_path / "plain") == pytest.approx(losses(tmp_path / "ckpt1"), rel=1e-5)
+    assert max_abs_diff(plain, partial) <= 1e-5
     assert read_meta(tmp_path / "ckpt")["config"]["train"]["gradient_checkpointing"] is True
 
 
@@ -168,6 +171,10 @@ def test_gradient_checkpointing_switches_on_every_backbone(tiny_bert):
     assert enable_gradient_checkpointing(de) == 1  # shared towers: one backbone
     layers = [m for m in de.modules() if hasattr(m, "gradient_checkpointing")]
     assert layers and all(m.gradient_checkpointing for m in layers)
+    first = DualEncoder(student_config(tiny_bert))
+    enable_gradient_checkpointing(first, layers=1)  # the tiny BERT has two layers: only the first recomputes
+    assert [m.gradient_checkpointing for m in first.modules() if hasattr(m, "gradient_checkpointing")
+            and type(m).__name__.endswith("Layer")] == [True, False]
     assert enable_gradient_checkpointing(CrossEncoder(teacher_config(tiny_bert))) == 1
     with pytest.raises(ConfigError, match="no Hugging Face backbone"):
         enable_gradient_checkpointing(torch.nn.Linear(2, 2))

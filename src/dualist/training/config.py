@@ -51,6 +51,9 @@ class TrainConfig:
         False, "recompute each transformer layer's activations in the backward pass instead of keeping "
                "them: much less memory for about a third more compute; the same losses",
         fingerprint=False)
+    checkpoint_layers: int = opt(
+        0, "with gradient_checkpointing: recompute only the first N transformer layers of each backbone, "
+           "trading part of the memory saving for less recompute; 0 = every layer", fingerprint=False)
     lean_activations: bool = opt(
         False, "keep less for the backward pass and recompute it: attention dropout with a one-byte mask "
                "instead of three batch x heads x length x length float tensors, and the feed-forward GELU "

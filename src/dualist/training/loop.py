@@ -151,7 +151,7 @@ def train_loop(
     # -- model and optimizer
     model.to(device)
     if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+        enable_gradient_checkpointing(model, layers=config.checkpoint_layers or None)
     if config.lean_activations:
         from dualist.training.lean_activations import enable_lean_activations
 
@@ -343,11 +343,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
+def enable_gradient_checkpointing(model: torch.nn.Module, layers: int | None = None) -> int:
     """Switch on activation recomputation in every Hugging Face backbone inside ``model``.
 
     Non-reentrant checkpointing with the RNG state preserved, so dropout masks (and therefore the
-    losses) are those of a run without it. Returns how many backbones were switched.
+    losses) are those of a run without it. ``layers``: recompute only the first ``layers``
+    checkpointable layers of each backbone (None: all). Returns how many backbones were switched.
     """
     from transformers import PreTrainedModel
 
@@ -365,6 +366,10 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
             backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if layers is not None:
+            stack = [m for m in backbone.modules() if getattr(type(m), "gradient_checkpointing", None) is False]
+            for m in stack[layers:]:
+                m.gradient_checkpointing = False
     return len(backbones)
 
 
