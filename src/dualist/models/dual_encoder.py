@@ -239,7 +239,9 @@ class DualEncoder(torch.nn.Module):
         - ``dtype="onnx-fp32"`` / ``"onnx-int8"`` (CPU only, ``pip install 'dualist[onnx]'``): the
           transformer run by ONNX Runtime with fused attention, layer-norm and GELU kernels, in
           float32 (the same embeddings, max abs difference ~1e-7) or with int8 weights per output
-          channel (see :mod:`dualist.models.onnx_runtime`). Pooling stays in torch.
+          channel (see :mod:`dualist.models.onnx_runtime`). Pooling stays in torch. On 2 Zen 4
+          cores: 1.08x and 2.16x sentence-transformers' fp32 ``encode``, int8 mean cosine to fp32
+          ~0.995.
 
         Check retrieval quality before relying on either (``bench/bench_encode.py`` does).
         ``embed_*`` and ``save_pretrained`` refuse on the copy.
