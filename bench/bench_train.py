@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -226,8 +227,6 @@ def child_main(args) -> None:
     C.setup_env(args.threads)
     fn = run_dualist if args.rss_side.startswith("dualist") else run_peer
     kw = {"bf16": "-bf16" in args.rss_side}
-    import re
-
     ckpt = re.search(r"-ckpt(\d*)$", args.rss_side)
     if ckpt:
         kw["checkpointing"] = int(ckpt.group(1)) if ckpt.group(1) else True

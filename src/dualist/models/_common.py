@@ -189,9 +189,14 @@ class Collector:
 
 
 # ------------------------------------------------------------------ reduced-precision inference
-def check_precision(dtype: Any) -> str:
+def check_precision(dtype: Any, device: torch.device | None = None) -> str:
+    """``dtype`` if it names an inference copy; with ``device``, also that the copy can run there
+    (every one but bf16 runs on CPU only)."""
     if dtype not in get_args(InferencePrecision):
         raise ConfigError(f"dtype must be one of {', '.join(get_args(InferencePrecision))}, got {dtype!r}")
+    if device is not None and dtype != "bf16" and device.type != "cpu":
+        raise DualistError(f"{dtype} inference runs on CPU; this model is on {device}; "
+                           "use dtype='bf16' on an accelerator")
     return dtype
 
 
@@ -228,16 +233,13 @@ def reduced_precision(model: torch.nn.Module, dtype: str, *, keep_fp32: Sequence
       (heads), which stay float32 behind :class:`Float32Head`. Fast where the CPU has bf16
       instructions (AVX512-BF16, AMX) or on a GPU; emulated, and slower than float32, elsewhere.
     """
-    check_precision(dtype)
-    if dtype.startswith("onnx"):
+    if check_precision(dtype).startswith("onnx"):
         raise ConfigError(f"{dtype!r} replaces the model rather than converting it: use DualEncoder.quantized / "
                           "CrossEncoder.quantized, or dualist.models.onnx_runtime.OnnxBody")
     device = next(model.parameters()).device
+    check_precision(dtype, device)
     model.eval()
     if dtype == "int8":
-        if device.type != "cpu":
-            raise DualistError(f"int8 dynamic quantization runs on CPU; this model is on {device}; "
-                               "use dtype='bf16' on an accelerator")
         from torch.ao.quantization import quantize_dynamic
 
         # torch.ao eager quantization is deprecated upstream in favour of torchao, but still ships

@@ -33,6 +33,7 @@ __all__ = [
     "load_pretrained",
     "truncate_layers",
     "transformer_layers",
+    "hf_backbones",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,21 @@ def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
             return obj
     raise ConfigError(f"cannot find the transformer layers of {type(model).__name__}; num_layers is supported "
                       f"for BERT-like encoders (encoder.layer, transformer.layer or layers)")
+
+
+def hf_backbones(model: torch.nn.Module, accept: Callable[[torch.nn.Module], bool] | None = None) -> list:
+    """The outermost Hugging Face models inside ``model`` (itself included) that ``accept`` takes.
+
+    A model nested in a chosen one is not listed: switching a setting on the outer one covers it.
+    """
+    from transformers import PreTrainedModel
+
+    chosen: list = []
+    for m in model.modules():  # outermost first
+        if (isinstance(m, PreTrainedModel) and (accept is None or accept(m))
+                and not any(m is sub for b in chosen for sub in b.modules())):
+            chosen.append(m)
+    return chosen
 
 
 def truncate_layers(model: torch.nn.Module, num_layers: int) -> torch.nn.Module:

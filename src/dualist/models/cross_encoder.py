@@ -186,21 +186,22 @@ class CrossEncoder(torch.nn.Module):
         torch float32; with ``pooling="cls"`` the whole classifier runs in ONNX Runtime.
         ``forward`` and ``save_pretrained`` refuse on the copy.
         """
-        check_precision(dtype)
-        if dtype != "bf16" and self.device.type != "cpu":
-            raise DualistError(f"{dtype} inference runs on CPU; this model is on {self.device}")
-        new = copy.deepcopy(self)
+        check_precision(dtype, self.device)
         if dtype.startswith("onnx"):
             from dualist.models.onnx_runtime import OnnxBody
 
             types = "token_type_ids" in self.tokenizer.model_input_names
             int8 = dtype == "onnx-int8"
-            if self.config.pooling == "cls":
-                new.model = OnnxBody(self.model, int8=int8, token_type_ids=types, output="logits")
-            else:
-                prefix = self.model.base_model_prefix
-                setattr(new.model, prefix, OnnxBody(getattr(self.model, prefix), int8=int8, token_type_ids=types))
+            if self.config.pooling == "cls":  # the whole classifier
+                torch_part = self.model
+                onnx_part = OnnxBody(torch_part, int8=int8, token_type_ids=types, output="logits")
+            else:  # the backbone; pooling and head stay in torch
+                torch_part = getattr(self.model, self.model.base_model_prefix)
+                onnx_part = OnnxBody(torch_part, int8=int8, token_type_ids=types)
+            # the copy takes the ONNX part in place of a copy of the torch part it would discard
+            new = copy.deepcopy(self, {id(torch_part): onnx_part})
         else:
+            new = copy.deepcopy(self)
             new.model = reduced_precision(new.model, dtype, keep_fp32=("classifier",))
         new.inference_dtype = dtype
         return new.eval()

@@ -246,20 +246,18 @@ class DualEncoder(torch.nn.Module):
         Check retrieval quality before relying on either (``bench/bench_encode.py`` does).
         ``embed_*`` and ``save_pretrained`` refuse on the copy.
         """
-        check_precision(dtype)
-        if dtype != "bf16" and self.device.type != "cpu":
-            raise DualistError(f"{dtype} inference runs on CPU; this model is on {self.device}")
+        check_precision(dtype, self.device)
         if dtype.startswith("onnx"):
             from dualist.models.onnx_runtime import OnnxBody
 
-            def convert(model):
-                return OnnxBody(model, int8=dtype == "onnx-int8")
+            query = OnnxBody(self.query_model, int8=dtype == "onnx-int8")
+            doc = query if self.config.shared else OnnxBody(self.doc_model, int8=dtype == "onnx-int8")
+            # the copy takes the ONNX towers in place of copies of the torch ones it would discard
+            new = copy.deepcopy(self, {id(self.query_model): query, id(self.doc_model): doc})
         else:
-            def convert(model):
-                return reduced_precision(model, dtype)
-        new = copy.deepcopy(self)
-        new.query_model = convert(new.query_model)
-        new.doc_model = new.query_model if self.config.shared else convert(new.doc_model)
+            new = copy.deepcopy(self)
+            new.query_model = reduced_precision(new.query_model, dtype)
+            new.doc_model = new.query_model if self.config.shared else reduced_precision(new.doc_model, dtype)
         new.inference_dtype = dtype
         new.quantized_int8 = dtype == "int8"
         return new.eval()

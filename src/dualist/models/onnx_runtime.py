@@ -38,8 +38,6 @@ from dualist.errors import DualistError
 
 __all__ = ["OnnxBody", "onnx_available"]
 
-logger = logging.getLogger(__name__)
-
 OPSET = 17
 
 

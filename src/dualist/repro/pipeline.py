@@ -289,11 +289,11 @@ def _finished_model(out: Path, fp: str) -> Path | None:
     The marker alone is not enough: a work folder left by an older dualist can carry a valid marker
     beside a model that a killed rerun deleted.
     """
-    from dualist.stages import is_done
+    from dualist.stages import is_done, marker_path
 
     if not is_done(out, fp):
         return None
-    path = out / read_json(out / ".done.json")["model_path"]  # relative to out (older markers: absolute)
+    path = out / read_json(marker_path(out))["model_path"]  # relative to out (older markers: absolute)
     if not path.is_dir():
         logger.warning("%s is marked finished but its model %s is missing; training again", out, path)
         return None

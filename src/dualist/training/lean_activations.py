@@ -26,12 +26,12 @@ it. In evaluation mode, or with dropout 0, :func:`lean_attention_forward` is PyT
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from dualist.errors import ConfigError
+from dualist.models.backbone import hf_backbones
 
 __all__ = ["LeanAttention", "ActivationLinear", "lean_attention_forward", "enable_lean_activations",
            "LEAN_ATTENTION"]
@@ -130,16 +130,6 @@ def _register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(LEAN_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
 
 
-def _backbones(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    from transformers import PreTrainedModel
-
-    chosen: list[torch.nn.Module] = []
-    for m in model.modules():  # outermost first; a model nested in a chosen one is switched with it
-        if isinstance(m, PreTrainedModel) and not any(m is sub for b in chosen for sub in b.modules()):
-            chosen.append(m)
-            yield m
-
-
 class _ActivationLinear(torch.autograd.Function):
     """``linear(act(x), weight, bias)`` keeping ``x`` only; ``act(x)`` is recomputed in the backward pass."""
 
@@ -211,7 +201,7 @@ def enable_lean_activations(model: torch.nn.Module) -> dict[str, int]:
     """
     _register()
     attention = 0
-    for backbone in _backbones(model):
+    for backbone in hf_backbones(model):
         setter = getattr(backbone, "set_attn_implementation", None)
         if setter is None:
             continue

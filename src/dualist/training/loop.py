@@ -350,13 +350,9 @@ def enable_gradient_checkpointing(model: torch.nn.Module, layers: int | None = N
     losses) are those of a run without it. ``layers``: recompute only the first ``layers``
     checkpointable layers of each backbone (None: all). Returns how many backbones were switched.
     """
-    from transformers import PreTrainedModel
+    from dualist.models.backbone import hf_backbones, transformer_layers
 
-    backbones: list[PreTrainedModel] = []
-    for m in model.modules():  # outermost first; a model nested in a chosen one is switched with it
-        if (isinstance(m, PreTrainedModel) and getattr(m, "supports_gradient_checkpointing", False)
-                and not any(m is sub for b in backbones for sub in b.modules())):
-            backbones.append(m)
+    backbones = hf_backbones(model, lambda m: getattr(m, "supports_gradient_checkpointing", False))
     if not backbones:
         raise ConfigError(f"train.gradient_checkpointing: {type(model).__name__} holds no Hugging Face "
                           "backbone that supports gradient checkpointing; set it to false")
@@ -367,9 +363,8 @@ def enable_gradient_checkpointing(model: torch.nn.Module, layers: int | None = N
         else:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if layers is not None:
-            stack = [m for m in backbone.modules() if getattr(type(m), "gradient_checkpointing", None) is False]
-            for m in stack[layers:]:
-                m.gradient_checkpointing = False
+            for layer in transformer_layers(backbone)[layers:]:
+                layer.gradient_checkpointing = False
     return len(backbones)
 
 
