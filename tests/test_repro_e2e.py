@@ -101,6 +101,17 @@ def test_caps_that_remove_nothing_keep_every_finished_stage(repro, caplog):
     assert "capped samples" not in caplog.text
 
 
+def test_teacher_eval_every_picks_the_checkpoint_on_dev_along_the_way(tiny_beir, tiny_bert, tmp_path):
+    out = tmp_path / "evals"
+    override = TINY + ",teacher_eval_every=1"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
+                 "--losses", "onehot", "--out", str(out)]) == 0
+    evals = [json.loads(line) for line in (out / "models/teacher/eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [1, 2, 3]
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["profile"]["teacher_eval_every"] == 1
+
+
 def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(tiny_beir, tiny_bert, tmp_path):
     import pyarrow.parquet as pq
     import yaml

@@ -32,6 +32,7 @@ class Profile:
     teacher_batch_size: int = 8
     teacher_negatives: int = 7
     teacher_lr: float = 3e-5
+    teacher_eval_every: int = 0     # also pick the teacher's checkpoint on dev every N steps (0: at epoch ends and the end)
     # teacher scores used for distillation: each training query's top-``score_depth`` BM25 candidates
     score_depth: int = 30
     # caps that bind only on datasets larger than SciFact (0 = no cap), so NFCorpus fits the same budget:
