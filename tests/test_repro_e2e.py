@@ -128,6 +128,8 @@ def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(t
     scored = set(table["qid"])
     assert len(scored) == 5
     assert len(table["qid"]) <= 5 * (8 + 1)  # top-8 candidates and at most one positive each
+    teacher = json.loads((out / "models/teacher/dualist.json").read_text())
+    assert teacher["config"]["train"]["max_positives"] == 1  # the teacher trains on the same positives
     # the score-evolution probe follows a query the students train on
     probe = json.loads((out / "models/student-onehot-s13/probes.jsonl").read_text().splitlines()[0])
     assert probe["query_id"] in scored

@@ -325,7 +325,8 @@ def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
     tcfg = TrainConfig(max_steps=prof.teacher_steps, batch_size=prof.teacher_batch_size, lr=prof.teacher_lr,
                        num_negatives=prof.teacher_negatives, negatives="range", neg_rank_min=1,
                        neg_rank_max=prof.candidates_k, seed=args.seed, device=args.device,
-                       probe_every=prof.probe_every, select_metric="ndcg@10", eval_every=prof.teacher_eval_every)
+                       probe_every=prof.probe_every, select_metric="ndcg@10", eval_every=prof.teacher_eval_every,
+                       max_positives=samples.max_positives)
     fp = fingerprint_obj(["teacher", dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, *samples.fingerprint_parts(train=False)])
     done = _finished_model(out, fp)

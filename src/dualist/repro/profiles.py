@@ -37,7 +37,8 @@ class Profile:
     score_depth: int = 30
     # caps that bind only on datasets larger than SciFact (0 = no cap), so NFCorpus fits the same budget:
     score_queries: int = 800        # training queries the teacher scores and the students train on (seeded)
-    score_positives: int = 5        # judged positives per query, best grade first, scored and trained on
+    score_positives: int = 5        # judged positives per query, best grade first: the teacher trains on them
+                                    # and scores them, the students train on them
     select_queries: int = 150       # dev queries re-ranked to pick each model's best checkpoint (seeded)
     # students
     student_steps: int = 200
