@@ -104,6 +104,17 @@ def test_precision_flag_runs_the_onnx_copies(pipeline, tmp_path):
     run("search", *d, "--model", student, "--index", tmp_path / "index", "--k", 5, "--precision", "onnx-fp32",
         "--out", tmp_path / "search.trec")
     assert read_trec_run(tmp_path / "search.trec")
+    # two-stage search hands --precision to the re-ranking cross-encoder as well
+    two = {}
+    for precision in ("fp32", "onnx-fp32", "onnx-int8"):
+        run("search", *d, "--model", student, "--k", 8, "--rerank-with", teacher, "--rerank-depth", 4,
+            "--precision", precision, "--out", tmp_path / f"two.{precision}.trec")
+        two[precision] = read_trec_run(tmp_path / f"two.{precision}.trec")
+    assert two["fp32"].keys() == two["onnx-fp32"].keys()
+    for q, docs in two["fp32"].items():
+        assert two["onnx-fp32"][q] == pytest.approx(docs, abs=1e-4)
+    shared = [(q, doc) for q, docs in two["fp32"].items() for doc in docs if doc in two["onnx-int8"].get(q, {})]
+    assert shared and any(abs(two["onnx-int8"][q][doc] - two["fp32"][q][doc]) > 1e-4 for q, doc in shared)
 
 
 def test_yaml_config_is_honoured_and_flags_win(pipeline, tmp_path):

@@ -138,3 +138,16 @@ def test_reduced_precision_refuses_onnx(tiny_bert):
 
     with pytest.raises(ConfigError, match="quantized"):
         reduced_precision(DualEncoder(model=str(tiny_bert)).query_model, "onnx-int8")
+
+
+def test_onnx_body_threads_default_to_torch_and_can_be_set(tiny_bert, needs_onnx):
+    from dualist.models.onnx_runtime import OnnxBody
+
+    body = DualEncoder(model=str(tiny_bert)).query_model.eval()
+    assert OnnxBody(body).session.get_session_options().intra_op_num_threads == torch.get_num_threads()
+    one = OnnxBody(body, threads=1)
+    assert one.session.get_session_options().intra_op_num_threads == 1
+    ids = torch.tensor([[2, 7, 9, 3]])
+    out = one(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    np.testing.assert_allclose(out.numpy(), body(input_ids=ids, attention_mask=torch.ones_like(ids))
+                               .last_hidden_state.detach().numpy(), atol=1e-5)

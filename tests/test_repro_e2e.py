@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +201,31 @@ def test_marked_finished_model_that_is_missing_is_trained_again(repro, tmp_path,
     assert main([*argv[:-1], str(out), "--losses", "onehot"]) == 0
     assert "marked finished but its model" in caplog.text
     assert (out / "models/teacher/model").is_dir()
+
+
+def test_evaluation_rewritten_by_a_killed_run_with_other_settings_is_redone(repro, tmp_path, monkeypatch):
+    """BM25 evaluated at depth 10; a depth-5 rerun rewrites its results file and is killed before its
+    marker; depth 10 again must evaluate again, not hand back the depth-5 figures under the old marker."""
+    import shutil
+
+    import dualist.stages
+
+    src, argv = repro
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    argv = [*argv[:-1], str(out)]
+    real_mark = dualist.stages.mark_done
+
+    def die_before_results_marker(path, *args, **kwargs):
+        if Path(path).parent.name == "results":
+            raise KeyboardInterrupt
+        return real_mark(path, *args, **kwargs)
+
+    monkeypatch.setattr(dualist.stages, "mark_done", die_before_results_marker)
+    assert main([*argv[:-4], "--override", TINY.replace("rerank_depth=10", "rerank_depth=2"), *argv[-2:]]) == 130
+    shallow = json.loads((out / "results/bm25.json").read_text())["rerank_test"]
+    monkeypatch.setattr(dualist.stages, "mark_done", real_mark)
+    assert main([*argv, "--losses", "onehot"]) == 0
+    again = json.loads((out / "results/bm25.json").read_text())["rerank_test"]
+    assert again == json.loads((src / "results/bm25.json").read_text())["rerank_test"]
+    assert again != shallow
