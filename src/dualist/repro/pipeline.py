@@ -73,13 +73,15 @@ class ReproArgs:
     matrix: str = opt("", "reproduction matrix YAML for --check / --table (default: the packaged one)")
     table: bool = opt(False, "print the README results table generated from the matrix, then exit")
     record: bool = opt(False, "after the run, write its figures into the matrix (--matrix, default: the packaged "
-                              "one), replacing the entry of the same dataset and profile")
+                              "one), replacing the entry of the same dataset and profile; the run's minutes go in "
+                              "wall_minutes, or in resumed_run_minutes when it continued an earlier work folder")
 
 
 # --------------------------------------------------------------------------- helpers
 class _Timer:
-    def __init__(self) -> None:
+    def __init__(self, resumed: bool = False) -> None:
         self.seconds: dict[str, float] = {}
+        self.resumed = resumed  # the work folder held outputs of an earlier run: not a fresh run's wall time
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -182,8 +184,9 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     ds = load_dataset(data_path, dev_fraction=0.1, seed=args.seed)
     name = Path(data_path).name if Path(data_path).is_dir() else args.dataset
     work = Path(args.out or f"repro/{name}-{prof.name}")
+    resumed = work.is_dir() and any(work.iterdir())
     work.mkdir(parents=True, exist_ok=True)
-    timer = _Timer()
+    timer = _Timer(resumed)
     t_start = time.time()
     logger.info("reproduction on %s (%s profile) in %s", name, prof.name, work)
 
@@ -579,7 +582,8 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
                 "positives per training query": samples.max_positives or "all",
                 "dev queries for checkpoint selection": (len(samples.select_ids) if samples.select_ids is not None
                                                          else len(ds.queries_for("dev"))),
-                "documents": len(ds.corpus)}
+                "documents": len(ds.corpus),
+                "resumed work folder": timer.resumed}
     if args.override:
         settings["override"] = list(args.override)
     timings = dict(timer.seconds)
