@@ -163,3 +163,65 @@ def test_mean_pooled_minilm_separates_unrelated_pairs_from_the_start():
     spread_mean = abs(float(np.diff(mean.score(q, d))[0]))
     spread_cls = abs(float(np.diff(cls.score(q, d))[0]))
     assert spread_mean > 10 * spread_cls
+
+
+# --------------------------------------------------------------------------- pooling="cosine"
+def _segment_cosine(ce: CrossEncoder, queries: list[str], docs: list[str]) -> np.ndarray:
+    """The cosine head by hand, from token type ids: mean query-token vs mean document-token state."""
+    out = []
+    for q, d in zip(queries, docs):
+        enc = ce.tokenizer([q], [d], truncation="only_second", max_length=48, return_tensors="pt")
+        with torch.no_grad():
+            h = ce.model.bert(**enc).last_hidden_state[0]
+        ids, types = enc["input_ids"][0], enc["token_type_ids"][0]
+        words = (ids != ce.tokenizer.cls_token_id) & (ids != ce.tokenizer.sep_token_id)
+        u, v = h[words & (types == 0)].mean(0), h[words & (types == 1)].mean(0)
+        out.append(float(torch.nn.functional.cosine_similarity(u, v, dim=0)))
+    return np.asarray(out)
+
+
+@pytest.fixture(scope="module")
+def cosine_ce(tiny_bert) -> CrossEncoder:
+    torch.manual_seed(0)
+    return CrossEncoder(model=str(tiny_bert), max_length=48, pooling="cosine", temperature=0.1).eval()
+
+
+def test_cosine_teacher_starts_as_the_backbones_segment_similarity(cosine_ce):
+    q, d = _pairs(9, seed=4)
+    assert not cosine_ce.model.classifier.weight.any() and not cosine_ce.model.classifier.bias.any()
+    np.testing.assert_allclose(cosine_ce.score(q, d, batch_size=4), _segment_cosine(cosine_ce, q, d) / 0.1,
+                               atol=1e-4)
+
+
+def test_cosine_teacher_trains_both_parts_and_round_trips(cosine_ce, tmp_path):
+    q, d = _pairs(6, seed=5)
+    ce = CrossEncoder.from_pretrained(cosine_ce.save_pretrained(tmp_path / "start"))
+    assert ce.config.pooling == "cosine" and ce.config.temperature == 0.1
+    np.testing.assert_allclose(ce.score(q, d), cosine_ce.score(q, d), atol=1e-6)  # the zero head stays zero
+    ce.train()
+    ce(q, d).sum().backward()
+    assert ce.model.classifier.weight.grad.abs().sum() > 0  # the linear part learns
+    assert ce.model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        ce.model.classifier.weight.copy_(torch.randn_like(ce.model.classifier.weight))  # as if trained
+    ce.eval()
+    loaded = CrossEncoder.from_pretrained(ce.save_pretrained(tmp_path / "trained"))
+    np.testing.assert_allclose(loaded.score(q, d), ce.score(q, d), atol=1e-6)
+    assert not np.allclose(loaded.score(q, d), cosine_ce.score(q, d), atol=1e-3)
+
+
+def test_segments_split_at_the_first_separator_without_token_types(cosine_ce):
+    tok = cosine_ce.tokenizer
+    cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    # BERT's [CLS] q q [SEP] d d d [SEP] [PAD] and a RoBERTa-like <s> q </s></s> d </s>
+    ids = torch.tensor([[cls, 40, 41, sep, 50, 51, 52, sep, pad],
+                        [cls, 40, sep, sep, 50, sep, pad, pad, pad]])
+    mask = (ids != pad).long()
+    query, doc = cosine_ce._segments({"input_ids": ids, "attention_mask": mask})
+    assert query.tolist() == [[0, 1, 1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0, 0]]
+    assert doc.tolist() == [[0, 0, 0, 0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0]]
+
+
+def test_cosine_pooling_checks_its_temperature(tiny_bert):
+    with pytest.raises(ConfigError, match="temperature"):
+        CrossEncoder(model=str(tiny_bert), pooling="cosine", temperature=0.0)

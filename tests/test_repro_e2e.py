@@ -235,3 +235,31 @@ def test_evaluation_rewritten_by_a_killed_run_with_other_settings_is_redone(repr
     again = json.loads((out / "results/bm25.json").read_text())["rerank_test"]
     assert again == json.loads((src / "results/bm25.json").read_text())["rerank_test"]
     assert again != shallow
+
+
+def test_students_with_frozen_layers_share_them_in_the_evaluation(tiny_beir, tiny_bert, tmp_path):
+    """student_freeze_layers: the students keep the start's bottom layer; the evaluation, which runs the
+    corpus through it once for every dual-encoder, gives the figures of the uncached models."""
+    import torch
+
+    from dualist.data import load_beir, read_trec_run
+    from dualist.evaluation import evaluate, rerank
+    from dualist.models import DualEncoder
+
+    out = tmp_path / "frozen"
+    override = TINY + ",student_freeze_layers=1,lean_activations=true"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
+                 "--losses", "onehot,m3se", "--out", str(out)]) == 0
+    ds = load_beir(tiny_beir)
+    start = DualEncoder(model=str(tiny_bert)).state_dict()  # the zero-shot start
+    for loss in ("onehot", "m3se"):
+        model_dir = out / f"models/student-{loss}-s13"
+        meta = json.loads((model_dir / "dualist.json").read_text())
+        assert meta["config"]["train"]["freeze_layers"] == 1 and meta["config"]["train"]["lean_activations"]
+        student = DualEncoder.from_pretrained(model_dir / "model")  # no cache: every layer computed
+        bottom = [k for k in start if ".embeddings." in k or ".encoder.layer.0." in k]
+        assert bottom and all(torch.equal(student.state_dict()[k], start[k]) for k in bottom)
+        run = rerank(student, ds, ds.queries_for("test"), read_trec_run(out / "runs/test.bm25.trec"), depth=10)
+        recorded = json.loads((out / f"results/{loss}-s0.json").read_text())["rerank_test"]["mean"]
+        assert evaluate(ds.qrels_for("test"), run, ["ndcg@10"]).mean["ndcg@10"] == pytest.approx(
+            recorded["ndcg@10"], abs=1e-6)

@@ -32,7 +32,9 @@ __all__ = [
     "load_backbone",
     "load_pretrained",
     "truncate_layers",
+    "freeze_bottom",
     "transformer_layers",
+    "layer_list_owner",
     "hf_backbones",
 ]
 
@@ -104,15 +106,22 @@ def _load_error(spec: str, resolved: str, exc: Exception) -> ModelLoadError:
 
 def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The stack of transformer blocks of a Hugging Face encoder (BERT-, DistilBERT-, ModernBERT-like)."""
+    owner, name = layer_list_owner(model)
+    return getattr(owner, name)
+
+
+def layer_list_owner(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """``(module, attribute)`` holding the transformer blocks of ``model`` (see :func:`transformer_layers`)."""
     base = getattr(model, "base_model", model)
     for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "layer"):
-        obj: Any = base
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
+        *parents, name = path.split(".")
+        owner: Any = base
+        for part in parents:
+            owner = getattr(owner, part, None)
+            if owner is None:
                 break
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
+        if owner is not None and isinstance(getattr(owner, name, None), torch.nn.ModuleList):
+            return owner, name
     raise ConfigError(f"cannot find the transformer layers of {type(model).__name__}; num_layers is supported "
                       f"for BERT-like encoders (encoder.layer, transformer.layer or layers)")
 
@@ -130,6 +139,44 @@ def hf_backbones(model: torch.nn.Module, accept: Callable[[torch.nn.Module], boo
                 and not any(m is sub for b in chosen for sub in b.modules())):
             chosen.append(m)
     return chosen
+
+
+def freeze_bottom(model: torch.nn.Module, num_layers: int) -> int:
+    """Fix the embeddings and the first ``num_layers`` transformer blocks of every backbone in ``model``.
+
+    Their parameters stop requiring gradients, so the optimizer leaves them alone and the backward
+    pass stops at the first trained block, and they always run as in evaluation (no dropout), even
+    while the model trains: a fixed feature extractor, whose output for a text a
+    :class:`~dualist.models.frozen_prefix.PrefixCache` can compute once. Calling it again changes
+    nothing. Returns how many parameters this call froze.
+    """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+        raise ConfigError(f"freeze_layers must be an integer >= 0, got {num_layers!r}")
+    if num_layers == 0:
+        return 0
+    backbones = hf_backbones(model)
+    if not backbones:
+        raise ConfigError(f"freeze_layers: {type(model).__name__} holds no Hugging Face backbone to freeze")
+    frozen = 0
+    for backbone in backbones:
+        layers = transformer_layers(backbone)
+        if num_layers >= len(layers):
+            raise ConfigError(f"freeze_layers={num_layers} but the model has {len(layers)} transformer layers; "
+                              f"freeze at most {len(layers) - 1} so that a layer still trains")
+        embeddings = getattr(getattr(backbone, "base_model", backbone), "embeddings", None)
+        for module in [m for m in (embeddings, *layers[:num_layers]) if m is not None]:
+            if not getattr(module, "_dualist_frozen", False):
+                module.register_forward_pre_hook(_run_in_eval_mode)
+                module._dualist_frozen = True
+            for param in module.parameters():
+                if param.requires_grad:
+                    param.requires_grad_(False)
+                    frozen += 1
+    return frozen
+
+
+def _run_in_eval_mode(module: torch.nn.Module, args: Any) -> None:
+    module.eval()  # model.train() switched it back on; a frozen block never drops out
 
 
 def truncate_layers(model: torch.nn.Module, num_layers: int) -> torch.nn.Module:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dualist._io import read_meta, write_meta
 from dualist.config import opt
@@ -67,8 +68,13 @@ class CrossEncoderConfig:
     model: str = opt("minilm-l6", "backbone: Hugging Face id, local path or alias (minilm-l6)")
     num_layers: int | None = opt(None, "keep only the first k transformer layers of the backbone")
     max_length: int = opt(256, "query + document are truncated to this many tokens (the document is cut)")
-    pooling: Literal["mean", "cls"] = opt("mean", "head input: mean of the last hidden states, or the "
-                                                  "backbone's [CLS] pooler (loadable by sentence-transformers)")
+    pooling: Literal["mean", "cls", "cosine"] = opt(
+        "mean", "head: mean = a linear layer on the mean of the last hidden states; cls = the backbone's [CLS] "
+                "pooler (loadable by sentence-transformers); cosine = the cosine of the mean query-token and mean "
+                "document-token states / temperature, plus a linear layer on the mean that starts at zero, so a "
+                "teacher from a sentence-embedding backbone starts as that backbone's similarity")
+    temperature: float = opt(0.05, "pooling=cosine: the cosine similarity is divided by this",
+                             fingerprint="if-set")
 
 
 class CrossEncoder(torch.nn.Module):
@@ -82,11 +88,18 @@ class CrossEncoder(torch.nn.Module):
         cfg = with_overrides(CrossEncoderConfig, config, overrides)
         model, tokenizer = _load_classifier(cfg.model, cfg.num_layers)
         self._setup(cfg, model, tokenizer, base_model=cfg.model)
+        if cfg.pooling == "cosine":  # a fresh teacher scores as its backbone's sentence similarity
+            torch.nn.init.zeros_(self.model.classifier.weight)
+            torch.nn.init.zeros_(self.model.classifier.bias)
 
     def _setup(self, cfg: CrossEncoderConfig, model, tokenizer, base_model: str) -> None:
-        if cfg.pooling == "mean" and not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
-            raise ConfigError(f"pooling='mean' needs a backbone whose classification head is one linear layer "
-                              f"(BERT-like); {type(model).__name__} has another head: use pooling='cls'")
+        if cfg.pooling not in ("mean", "cls", "cosine"):
+            raise ConfigError(f"pooling must be 'mean', 'cls' or 'cosine', got {cfg.pooling!r}")
+        if cfg.pooling != "cls" and not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
+            raise ConfigError(f"pooling={cfg.pooling!r} needs a backbone whose classification head is one linear "
+                              f"layer (BERT-like); {type(model).__name__} has another head: use pooling='cls'")
+        if not cfg.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {cfg.temperature}")
         if cfg.max_length < 3:
             raise ConfigError(f"max_length must be >= 3 (room for the special tokens), got {cfg.max_length}")
         self.config = cfg
@@ -144,7 +157,28 @@ class CrossEncoder(torch.nn.Module):
         dropout = getattr(self.model, "dropout", None)
         if dropout is not None:
             pooled = dropout(pooled)
-        return self.model.classifier(pooled)[:, 0]
+        logits = self.model.classifier(pooled)[:, 0]
+        if self.config.pooling == "cosine":
+            query, doc = self._segments(batch)
+            sim = F.cosine_similarity(mean_pool(hidden, query), mean_pool(hidden, doc), dim=-1)
+            logits = logits + sim / self.config.temperature
+        return logits
+
+    def _segments(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks ``(n, L)`` of the query's and the document's own tokens (special tokens left out).
+
+        The query is what comes before the first separator, the document what comes after it; this
+        needs no token type ids, so ``<s> q </s></s> d </s>`` splits as ``[CLS] q [SEP] d [SEP]`` does.
+        """
+        ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+        special = torch.zeros_like(mask)
+        for token in {self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.bos_token_id,
+                      self.tokenizer.eos_token_id} - {None}:
+            special |= ids == token
+        sep = (ids == self.tokenizer.sep_token_id).long()
+        seps_before = sep.cumsum(1) - sep  # separators strictly before each position
+        words = mask & ~special
+        return words & (seps_before == 0), words & (seps_before > 0)
 
     # ------------------------------------------------------------------ inference path
     def score(self, queries: list[str], docs: list[str], batch_size: int = 64,

@@ -56,6 +56,7 @@ from dualist.models._common import (
     with_overrides,
 )
 from dualist.models.backbone import load_backbone
+from dualist.models.frozen_prefix import PrefixCache
 
 __all__ = ["DualEncoderConfig", "DualEncoder", "similarity_scores"]
 
@@ -114,6 +115,7 @@ class DualEncoder(torch.nn.Module):
         self.doc_model = doc_model
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"  # [CLS] pooling and our own padding assume it
+        self.prefix_cache: PrefixCache | None = None  # frozen bottom layers computed once per text
         self.inference_dtype: str | None = None  # "int8" / "bf16" on a quantized() copy
         self.quantized_int8 = False  # kept for callers of the int8-only API
         limit = model_max_length(query_model, tokenizer)
@@ -145,8 +147,16 @@ class DualEncoder(torch.nn.Module):
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length,
                                return_token_type_ids=False, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = model(**batch).last_hidden_state
+        hidden = self._hidden(model, texts, batch, max_length)
         return self._pool(hidden, batch["attention_mask"])
+
+    def _hidden(self, model: torch.nn.Module, texts: list[str], batch: dict[str, torch.Tensor],
+                max_length: int) -> torch.Tensor:
+        """The tower's last hidden state for a padded batch of ``texts`` (through the prefix cache if any)."""
+        if self.prefix_cache is None:
+            return model(**batch).last_hidden_state
+        tower = "shared" if self.config.shared else ("query" if model is self.query_model else "doc")
+        return self.prefix_cache.last_hidden_state(model, tower, max_length, texts, batch)
 
     def embed_queries(self, texts: list[str]) -> torch.Tensor:
         """Query embeddings ``(n, d)`` with gradients, on :attr:`device` (the training path)."""
@@ -179,7 +189,8 @@ class DualEncoder(torch.nn.Module):
             for idx, batch in length_sorted_batches(len(texts), [len(t) for t in texts], tokenize, batch_size,
                                                     pad, device, desc=f"encode {what}",
                                                     show_progress=show_progress):
-                hidden = model(**batch).last_hidden_state.float()  # no copy when already float32
+                hidden = self._hidden(model, [texts[i] for i in idx], batch, max_length)
+                hidden = hidden.float()  # no copy when already float32
                 out.add(idx, self._pool(hidden, batch["attention_mask"]))
         result = out.flush()
         return torch.from_numpy(result) if convert_to_tensor else result
@@ -224,6 +235,32 @@ class DualEncoder(torch.nn.Module):
             q, d = _unit_rows(q), _unit_rows(d)
         return np.einsum("ij,ij->i", q, d) / np.float32(self.config.temperature)
 
+    # ------------------------------------------------------------------ frozen bottom layers
+    def cache_prefix(self, num_layers: int, cache: PrefixCache | None = None, *,
+                     max_bytes: int = 4 << 30) -> PrefixCache:
+        """Freeze the embeddings and the first ``num_layers`` blocks, and compute them once per distinct text.
+
+        Both paths (``embed_*`` in training, ``encode_*``) then run only the blocks above on the
+        cached hidden states (see :mod:`dualist.models.frozen_prefix`); embeddings equal the
+        uncached model's up to float rounding. Pass ``cache`` to share one between models whose
+        frozen part holds the same weights (e.g. students trained with ``freeze_layers=num_layers``
+        from the same start); a cache of other weights is refused. Returns the cache in use.
+        """
+        from dualist.models.backbone import freeze_bottom
+        from dualist.models.frozen_prefix import prefix_fingerprint
+
+        if self.inference_dtype is not None:
+            raise DualistError(f"cache_prefix works on the fp32 model, not on a {self.inference_dtype} copy")
+        cache = cache if cache is not None else PrefixCache(num_layers, max_bytes=max_bytes)
+        if cache.num_layers != num_layers:
+            raise ConfigError(f"cache_prefix({num_layers}) was given a PrefixCache of {cache.num_layers} layers")
+        freeze_bottom(self, num_layers)
+        towers = [self.query_model] if self.config.shared else [self.query_model, self.doc_model]
+        for tower in towers:
+            cache.bind(prefix_fingerprint(tower, num_layers))
+        self.prefix_cache = cache
+        return cache
+
     # ------------------------------------------------------------------ reduced precision
     def quantized(self, dtype: InferencePrecision = "int8") -> DualEncoder:
         """An inference-only copy in reduced precision; this model is left unchanged.
@@ -247,6 +284,16 @@ class DualEncoder(torch.nn.Module):
         ``embed_*`` and ``save_pretrained`` refuse on the copy.
         """
         check_precision(dtype, self.device)
+        cache, self.prefix_cache = self.prefix_cache, None  # fp32 states: not for a copy that computes otherwise
+        try:
+            new = self._quantized_copy(dtype)
+        finally:
+            self.prefix_cache = cache
+        new.inference_dtype = dtype
+        new.quantized_int8 = dtype == "int8"
+        return new.eval()
+
+    def _quantized_copy(self, dtype: InferencePrecision) -> DualEncoder:
         if dtype.startswith("onnx"):
             from dualist.models.onnx_runtime import OnnxBody
 
@@ -258,9 +305,7 @@ class DualEncoder(torch.nn.Module):
             new = copy.deepcopy(self)
             new.query_model = reduced_precision(new.query_model, dtype)
             new.doc_model = new.query_model if self.config.shared else reduced_precision(new.doc_model, dtype)
-        new.inference_dtype = dtype
-        new.quantized_int8 = dtype == "int8"
-        return new.eval()
+        return new
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | Path) -> Path:

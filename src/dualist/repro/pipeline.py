@@ -132,7 +132,8 @@ def _student_config(prof: Profile, model: str) -> Any:
 def _teacher_config(prof: Profile, model: str) -> Any:
     from dualist.models import CrossEncoderConfig
 
-    return CrossEncoderConfig(model=model, num_layers=prof.teacher_layers, max_length=prof.teacher_max_length)
+    return CrossEncoderConfig(model=model, num_layers=prof.teacher_layers, max_length=prof.teacher_max_length,
+                              pooling=prof.teacher_pooling)
 
 
 def _probe_fn(dataset: Any, qid: str, doc_ids: list[str], labels: list[int]):
@@ -329,7 +330,7 @@ def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                        num_negatives=prof.teacher_negatives, negatives="range", neg_rank_min=1,
                        neg_rank_max=prof.candidates_k, seed=args.seed, device=args.device,
                        probe_every=prof.probe_every, select_metric="ndcg@10", eval_every=prof.teacher_eval_every,
-                       max_positives=samples.max_positives)
+                       max_positives=samples.max_positives, lean_activations=prof.lean_activations)
     fp = fingerprint_obj(["teacher", dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, *samples.fingerprint_parts(train=False)])
     done = _finished_model(out, fp)
@@ -367,7 +368,8 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
     tcfg = TrainConfig(max_steps=prof.student_steps, batch_size=prof.student_batch_size, lr=prof.student_lr,
                        num_negatives=prof.student_negatives, negatives="range", neg_rank_min=1,
                        neg_rank_max=prof.score_depth, seed=seed, device=args.device,
-                       probe_every=prof.probe_every, select_metric="ndcg@10", max_positives=samples.max_positives)
+                       probe_every=prof.probe_every, select_metric="ndcg@10", max_positives=samples.max_positives,
+                       freeze_layers=prof.student_freeze_layers, lean_activations=prof.lean_activations)
     scores_fp = getattr(teacher_scores, "fingerprint", None) if teacher_scores is not None else None
     fp = fingerprint_obj(["student", loss, dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, scores_fp, *samples.fingerprint_parts(train=True)])
@@ -451,6 +453,7 @@ def _cut(run: dict, depth: int) -> dict:
 def _evaluate_all(ds: Any, runs: dict, prof: Profile, work: Path, teacher_dir: Path,
                   students: dict[tuple[str, int], Path], model: str) -> dict[str, dict[str, Any]]:
     from dualist.models import CrossEncoder, DualEncoder
+    from dualist.models.frozen_prefix import PrefixCache
     from dualist.stages import dataset_fingerprint, marker_path
 
     def model_fp(path: Path) -> str:
@@ -462,14 +465,23 @@ def _evaluate_all(ds: Any, runs: dict, prof: Profile, work: Path, teacher_dir: P
     evals: dict[str, dict[str, Any]] = {}
     evals["bm25"] = _evaluate_model("bm25", None, ds, runs, prof, work, fingerprint_obj(["bm25", *base]),
                                     False, 0)
+    # Students trained with frozen bottom layers share them with their zero-shot start: the corpus goes
+    # through those layers once for all of them (a speed setting: results equal within float rounding).
+    shared_prefix = PrefixCache(prof.student_freeze_layers) if prof.student_freeze_layers else None
+
+    def dual_encoder(de: DualEncoder) -> DualEncoder:
+        if shared_prefix is not None:
+            de.cache_prefix(prof.student_freeze_layers, shared_prefix)
+        return de
+
     zcfg = _student_config(prof, model)
-    evals["zeroshot"] = _evaluate_model("zeroshot", DualEncoder(zcfg), ds, runs, prof, work,
+    evals["zeroshot"] = _evaluate_model("zeroshot", dual_encoder(DualEncoder(zcfg)), ds, runs, prof, work,
                                         fingerprint_obj(["zeroshot", zcfg, *base]), True, 0)
     evals["teacher"] = _evaluate_model("teacher", CrossEncoder.from_pretrained(teacher_dir), ds, runs, prof, work,
                                        fingerprint_obj(["teacher", model_fp(teacher_dir), *base]), False, 0)
     for (loss, s), path in students.items():
         key = f"{loss}-s{s}"
-        evals[key] = _evaluate_model(key, DualEncoder.from_pretrained(path), ds, runs, prof, work,
+        evals[key] = _evaluate_model(key, dual_encoder(DualEncoder.from_pretrained(path)), ds, runs, prof, work,
                                      fingerprint_obj([key, model_fp(path), *base]), True, 0)
     return evals
 

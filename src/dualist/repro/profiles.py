@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = ["Profile", "PROFILES", "get_profile"]
 
@@ -33,6 +34,7 @@ class Profile:
     teacher_negatives: int = 7
     teacher_lr: float = 3e-5
     teacher_eval_every: int = 0     # also pick the teacher's checkpoint on dev every N steps (0: at epoch ends and the end)
+    teacher_pooling: Literal["mean", "cls", "cosine"] = "mean"  # the teacher's head (CrossEncoderConfig.pooling: mean, cls or cosine)
     # teacher scores used for distillation: each training query's top-``score_depth`` BM25 candidates
     score_depth: int = 30
     # caps that bind only on datasets larger than SciFact (0 = no cap), so NFCorpus fits the same budget:
@@ -45,6 +47,8 @@ class Profile:
     student_batch_size: int = 16
     student_negatives: int = 7
     student_lr: float = 5e-5
+    student_freeze_layers: int = 0  # students keep the embeddings and first N layers fixed (computed once per text)
+    lean_activations: bool = False  # teacher and students recompute attention softmax and GELU in backward
     # bookkeeping
     probe_every: int = 20
     batch_size_infer: int = 64
@@ -69,16 +73,15 @@ PROFILES: dict[str, Profile] = {
               "shows every row and plot (14 min end to end on SciFact on 2 idle CPU cores), not the paper's "
               "budget"),
     "full": Profile(
-        name="full", teacher_layers=None, student_layers=3, teacher_max_length=128, query_max_length=32,
-        doc_max_length=128, rerank_depth=100, dev_depth=30, gap_queries=100,
-        teacher_steps=250, teacher_batch_size=8, teacher_negatives=3, teacher_lr=1e-4,
-        score_depth=20, student_steps=60, student_batch_size=16, student_negatives=3, student_lr=1e-4,
-        probe_every=10,
-        notes="the paper's protocol at CPU scale: 6-layer teacher, 3-layer students, BM25 top-100 re-ranked; "
-              "63 min end to end on SciFact on 2 idle CPU cores (teacher 14 min, teacher scoring 5, students "
-              "22, evaluation 23) and 53 min on NFCorpus, whose larger training and dev sets the caps "
-              "(score_queries, score_positives, select_queries) bring to SciFact's size; --scale and --override "
-              "raise the budgets on a GPU"),
+        name="full", teacher_layers=None, student_layers=None, teacher_max_length=160, query_max_length=32,
+        doc_max_length=128, rerank_depth=100, dev_depth=30, gap_queries=50,
+        teacher_steps=150, teacher_batch_size=8, teacher_negatives=3, teacher_lr=1e-4, teacher_eval_every=50,
+        teacher_pooling="cosine", score_depth=20, student_steps=60, student_batch_size=16, student_negatives=3,
+        student_lr=1e-4, student_freeze_layers=3, lean_activations=True, probe_every=10,
+        notes="the paper's protocol at CPU scale: a 6-layer teacher reading 160 tokens whose head starts as "
+              "MiniLM's own sentence similarity (pooling=cosine), 6-layer students that train the top 3 layers "
+              "(the bottom 3 are frozen and computed once per text), BM25 top-100 re-ranked; --scale and "
+              "--override raise the budgets on a GPU"),
 }
 
 

@@ -60,6 +60,10 @@ class TrainConfig:
                "from its input (dualist.training.lean_activations); less memory and, on CPU, faster; the "
                "same losses without dropout, another attention-dropout random stream with it",
         fingerprint="if-set")
+    freeze_layers: int = opt(
+        0, "keep the embeddings and the first N transformer layers fixed and train the layers above "
+           "(and a cross-encoder's head): a shorter backward pass, and a dual-encoder computes the frozen "
+           "layers once per distinct text; 0 = train every layer", fingerprint="if-set")
     device: str = opt("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     probe_every: int = opt(0, "run the probes every N optimizer steps (0: only at the start and the end)")
     eval_every: int = opt(0, "also evaluate (and keep the best checkpoint) every N optimizer steps; 0: only at "
@@ -81,7 +85,8 @@ class TrainConfig:
                               f"train.neg_rank_min ({self.neg_rank_min})")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-        for name in ("checkpoint_every", "keep_checkpoints", "probe_every", "max_positives", "eval_every"):
+        for name in ("checkpoint_every", "keep_checkpoints", "probe_every", "max_positives", "eval_every",
+                     "freeze_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:

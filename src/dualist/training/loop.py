@@ -150,6 +150,10 @@ def train_loop(
 
     # -- model and optimizer
     model.to(device)
+    if config.freeze_layers:
+        from dualist.models.backbone import freeze_bottom
+
+        freeze_bottom(model, config.freeze_layers)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model, layers=config.checkpoint_layers or None)
     if config.lean_activations:

@@ -80,6 +80,8 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
 
     seed_everything(train_config.seed)  # initialisation of any fresh layers follows the seed
     model = DualEncoder(model_config)
+    if train_config.freeze_layers:  # frozen bottom layers: computed once per distinct text, not per batch
+        model.cache_prefix(train_config.freeze_layers)
     source = ExampleSource(dataset, split, candidates_run, train_config, teacher_scores=teacher_scores)
     if teacher_scores is not None:
         _check_teacher_scores(source, teacher_scores)
@@ -96,6 +98,8 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     result = train_loop(model, source.batches, step_fn, train_config, out_dir,
                         steps_per_epoch=source.num_batches, eval_fn=eval_fn, probes=probes, resume=resume,
                         meta=meta)
+    if model.prefix_cache is not None:
+        logger.info("student (%s): %r", loss, model.prefix_cache)
     return result.model_dir
 
 

@@ -1,0 +1,177 @@
+"""Frozen bottom layers: a fixed feature extractor whose output is computed once per distinct text.
+
+With the embeddings and the first N transformer blocks frozen (``TrainConfig.freeze_layers``,
+:func:`~dualist.models.backbone.freeze_bottom`), a dual-encoder's hidden states after block N are a
+fixed function of the text. Training meets the same documents in many batches and the dev
+evaluations re-encode the same candidates each time; :class:`PrefixCache` keeps those hidden states
+per distinct text and runs only the blocks above them. Several models whose frozen part holds the
+same weights (students trained from one start with the same ``freeze_layers``, and that start
+itself) can share one cache: the corpus then goes through the frozen blocks once for all of them.
+
+The results are those of the model without a cache, up to float rounding (a text's states were
+computed in another padded batch): frozen blocks run as in evaluation, without dropout, with or
+without the cache (:func:`~dualist.models.backbone.freeze_bottom`). Memory is bounded by
+``max_bytes``; once it is reached, new texts are computed and not kept.
+
+>>> import tempfile, pathlib
+>>> from dualist.models import DualEncoder
+>>> from dualist.testing import make_tiny_bert
+>>> de = DualEncoder(model=str(make_tiny_bert(pathlib.Path(tempfile.mkdtemp()) / "bert")))
+>>> plain = de.encode_docs(["enzyme binding", "ocean warming"])
+>>> cache = de.cache_prefix(1)               # embeddings + block 1 of 2, frozen and cached
+>>> fast = de.encode_docs(["enzyme binding", "ocean warming"])
+>>> bool(abs(fast - plain).max() < 1e-5), len(cache), cache.misses
+(True, 2, 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from dualist.errors import ConfigError, DualistError
+from dualist.models._common import eval_mode
+
+__all__ = ["PrefixCache", "prefix_fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+
+class PrefixCache:
+    """Hidden states after the frozen embeddings and first ``num_layers`` blocks, per (tower, length, text).
+
+    Attach it with :meth:`DualEncoder.cache_prefix <dualist.models.DualEncoder.cache_prefix>`;
+    the first model it serves fixes :attr:`fingerprint` (a hash of the frozen weights), and a model
+    with other frozen weights is refused, so a shared cache never hands out another model's states.
+    """
+
+    def __init__(self, num_layers: int, *, max_bytes: int = 4 << 30):
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ConfigError(f"PrefixCache: num_layers must be an integer >= 1, got {num_layers!r}")
+        self.num_layers = num_layers
+        self.max_bytes = max_bytes
+        self.fingerprint: str | None = None
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._states: dict[tuple[str, int, str], torch.Tensor] = {}
+        self._full_warned = False
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __repr__(self) -> str:
+        return (f"PrefixCache(num_layers={self.num_layers}, texts={len(self)}, "
+                f"{self.nbytes / 2**20:.0f} MiB of {self.max_bytes / 2**20:.0f}, hits={self.hits}, "
+                f"misses={self.misses})")
+
+    def bind(self, fingerprint: str) -> None:
+        """Serve a model whose frozen part hashes to ``fingerprint`` (the first one sets it)."""
+        if self.fingerprint is None:
+            self.fingerprint = fingerprint
+        elif fingerprint != self.fingerprint:
+            raise DualistError("this PrefixCache holds the hidden states of other frozen weights: a model can share "
+                               "it only when its embeddings and first "
+                               f"{self.num_layers} layers equal those of the models it served (trained with "
+                               f"freeze_layers={self.num_layers} from the same start); use a new cache")
+
+    def last_hidden_state(self, backbone: torch.nn.Module, tower: str, max_length: int, texts: list[str],
+                          batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``backbone``'s last hidden state for the padded ``batch`` of ``texts``, from cached frozen states."""
+        mask = batch["attention_mask"]
+        lengths = mask.sum(1).tolist()
+        keys = [(tower, max_length, t) for t in texts]
+        missing = [i for i, k in enumerate(keys) if k not in self._states]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh: dict[int, torch.Tensor] = {}
+        if missing:
+            rows = torch.tensor(missing, device=mask.device)
+            sub = {name: value[rows] for name, value in batch.items()}
+            with torch.no_grad(), _layers(backbone, slice(0, self.num_layers)), eval_mode(backbone):
+                states = backbone(**sub).last_hidden_state
+            for j, i in enumerate(missing):
+                fresh[i] = states[j, : lengths[i]].detach()
+                self._keep(keys[i], fresh[i])
+        width = mask.shape[1]
+        first = fresh.get(0, self._states.get(keys[0]))
+        hidden = torch.zeros((len(texts), width, first.shape[-1]), dtype=first.dtype, device=mask.device)
+        for i, key in enumerate(keys):
+            state = fresh.get(i, self._states.get(key))
+            hidden[i, : lengths[i]] = state.to(mask.device)
+        with _layers(backbone, slice(self.num_layers, None)), _given_embeddings(backbone, hidden):
+            return backbone(**batch).last_hidden_state
+
+    def _keep(self, key: tuple[str, int, str], state: torch.Tensor) -> None:
+        size = state.numel() * state.element_size()
+        if self.nbytes + size > self.max_bytes:
+            if not self._full_warned:
+                logger.warning("prefix cache full (%.0f MiB): further texts are computed and not kept",
+                               self.nbytes / 2**20)
+                self._full_warned = True
+            return
+        self._states[key] = state.clone()  # not a view of the sub-batch: keep only this text's rows
+        self.nbytes += size
+
+
+def prefix_fingerprint(backbone: torch.nn.Module, num_layers: int) -> str:
+    """A hash of the embeddings' and the first ``num_layers`` blocks' weights."""
+    from dualist.models.backbone import transformer_layers
+
+    h = hashlib.sha1()
+    modules = [_embeddings(backbone), *transformer_layers(backbone)[:num_layers]]
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- running part of a backbone
+def _embeddings(backbone: torch.nn.Module) -> torch.nn.Module:
+    base = getattr(backbone, "base_model", backbone)
+    emb = getattr(base, "embeddings", None)
+    if not isinstance(emb, torch.nn.Module):
+        raise ConfigError(f"cannot find the embeddings of {type(backbone).__name__}; frozen-prefix caching "
+                          "supports BERT-like encoders (an `embeddings` module below the layers)")
+    return emb
+
+
+@contextmanager
+def _layers(backbone: torch.nn.Module, which: slice) -> Iterator[None]:
+    """Run only the blocks ``which`` of ``backbone`` (the same modules, in a shorter list)."""
+    from dualist.models.backbone import layer_list_owner
+
+    owner, name = layer_list_owner(backbone)
+    full = getattr(owner, name)
+    setattr(owner, name, torch.nn.ModuleList(list(full)[which]))
+    try:
+        yield
+    finally:
+        setattr(owner, name, full)
+
+
+class _Given(torch.nn.Module):
+    """Stands in for the embeddings: returns hidden states computed beforehand."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.hidden
+
+
+@contextmanager
+def _given_embeddings(backbone: torch.nn.Module, hidden: torch.Tensor) -> Iterator[None]:
+    base = getattr(backbone, "base_model", backbone)
+    emb = _embeddings(backbone)
+    base.embeddings = _Given(hidden)
+    try:
+        yield
+    finally:
+        base.embeddings = emb
