@@ -11,7 +11,8 @@ from dualist.cli import main
 
 TINY = ("teacher_layers=none,student_layers=none,teacher_steps=3,student_steps=2,teacher_batch_size=4,"
         "student_batch_size=4,teacher_negatives=3,student_negatives=3,score_depth=8,rerank_depth=10,"
-        "dev_depth=8,gap_queries=8,probe_every=1,teacher_max_length=64,doc_max_length=48,batch_size_infer=16")
+        "dev_depth=8,gap_queries=8,probe_every=1,teacher_max_length=64,doc_max_length=48,batch_size_infer=16,"
+        "student_freeze_layers=1")  # the tiny BERT has 2 layers: its students train the top one
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,8 @@ def test_report_has_every_row_and_plot(repro):
     assert html.count("data:image/png;base64,") >= 4  # gap, distributions, margins, evolution
     assert (out / "report/report.md").exists()
     assert res["timings"]["total"] > 0 and res["version"]
+    assert len(res["claims"]) == 4  # one paragraph each, not run together
+    assert html.count("<p>SUPPORTED: ") + html.count("<p>NOT SUPPORTED: ") == len(res["claims"])
 
 
 def test_rerun_skips_finished_stages(repro, caplog):
@@ -167,6 +170,11 @@ def test_claims_say_when_there_is_no_gap_to_close_and_which_way_a_difference_goe
                     {"DE + M3SE": {"mean_diff": 0.06, "p_value": 0.01}})
     assert above[1].startswith("SUPPORTED") and "closes 60%" in above[1]
     assert above[2].startswith("SUPPORTED")
+    # a difference that rounds to nothing reads as zero, not as a signed "-0"
+    level = _claims(rows(0.678, 0.607, 0.6068), {}, ["onehot", "m3se"], [0],
+                    {"DE + M3SE": {"mean_diff": -0.0001, "p_value": 0.996}})
+    assert "closes 0%" in level[1] and "M3SE - one-hot = 0.000" in level[2]
+    assert "-0" not in level[1] + level[2]
 
 
 def test_stage_replaced_by_a_killed_run_with_other_settings_is_redone(repro, tmp_path, monkeypatch, caplog):

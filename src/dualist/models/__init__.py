@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dualist.models.backbone import MODEL_ALIASES, ModelLoadError, load_backbone, resolve_model
 from dualist.models.cross_encoder import CrossEncoder, CrossEncoderConfig
+from dualist.models.frozen_prefix import PrefixCache
 from dualist.models.dual_encoder import DualEncoder, DualEncoderConfig, similarity_scores
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "CrossEncoder",
     "CrossEncoderConfig",
     "similarity_scores",
+    "PrefixCache",
     "MODEL_ALIASES",
     "ModelLoadError",
     "resolve_model",

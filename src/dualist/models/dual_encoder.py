@@ -55,8 +55,8 @@ from dualist.models._common import (
     reduced_precision,
     with_overrides,
 )
-from dualist.models.backbone import load_backbone
-from dualist.models.frozen_prefix import PrefixCache
+from dualist.models.backbone import freeze_bottom, load_backbone
+from dualist.models.frozen_prefix import PrefixCache, prefix_fingerprint
 
 __all__ = ["DualEncoderConfig", "DualEncoder", "similarity_scores"]
 
@@ -246,9 +246,6 @@ class DualEncoder(torch.nn.Module):
         frozen part holds the same weights (e.g. students trained with ``freeze_layers=num_layers``
         from the same start); a cache of other weights is refused. Returns the cache in use.
         """
-        from dualist.models.backbone import freeze_bottom
-        from dualist.models.frozen_prefix import prefix_fingerprint
-
         if self.inference_dtype is not None:
             raise DualistError(f"cache_prefix works on the fp32 model, not on a {self.inference_dtype} copy")
         cache = cache if cache is not None else PrefixCache(num_layers, max_bytes=max_bytes)

@@ -97,12 +97,11 @@ class PrefixCache:
             for j, i in enumerate(missing):
                 fresh[i] = states[j, : lengths[i]].detach()
                 self._keep(keys[i], fresh[i])
-        width = mask.shape[1]
-        first = fresh.get(0, self._states.get(keys[0]))
-        hidden = torch.zeros((len(texts), width, first.shape[-1]), dtype=first.dtype, device=mask.device)
-        for i, key in enumerate(keys):
-            state = fresh.get(i, self._states.get(key))
-            hidden[i, : lengths[i]] = state.to(mask.device)
+        states = [fresh[i] if i in fresh else self._states[key] for i, key in enumerate(keys)]
+        hidden = torch.zeros((len(texts), mask.shape[1], states[0].shape[-1]), dtype=states[0].dtype,
+                             device=mask.device)
+        for i, state in enumerate(states):
+            hidden[i, : lengths[i]] = state
         with _layers(backbone, slice(self.num_layers, None)), _given_embeddings(backbone, hidden):
             return backbone(**batch).last_hidden_state
 

@@ -57,8 +57,8 @@ class ReproArgs:
                                   "downloaded into the cache when online)")
     data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT, if set)")
     profile: Literal["quick", "full"] = opt("quick", "budget: quick (every row and plot at smoke scale; "
-                                                     "14 min on SciFact on 2 CPU cores) or full (63 min on SciFact, 53 on "
-                                                     "NFCorpus)")
+                                                     "15 min on SciFact on 2 CPU cores) or full (67 min on SciFact, "
+                                                     "about 70 on NFCorpus)")
     out: str = opt("", "work folder (default: repro/<dataset>-<profile>)")
     seeds: int = opt(1, "train every student with this many seeds; >1 reports mean ± std and a paired "
                         "significance test against the one-hot DE")
@@ -452,8 +452,7 @@ def _cut(run: dict, depth: int) -> dict:
 
 def _evaluate_all(ds: Any, runs: dict, prof: Profile, work: Path, teacher_dir: Path,
                   students: dict[tuple[str, int], Path], model: str) -> dict[str, dict[str, Any]]:
-    from dualist.models import CrossEncoder, DualEncoder
-    from dualist.models.frozen_prefix import PrefixCache
+    from dualist.models import CrossEncoder, DualEncoder, PrefixCache
     from dualist.stages import dataset_fingerprint, marker_path
 
     def model_fp(path: Path) -> str:
@@ -606,7 +605,7 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
     sig_rows = [{"model": lab, "mean diff nDCG@10": v["mean_diff"], "p-value": f"{v['p_value']:.4f}"}
                 for lab, v in significance.items()]
     sections = [
-        {"title": "Claims checked on this data", "text": "\n".join(claims), "image": None, "table": None},
+        {"title": "Claims checked on this data", "text": "\n\n".join(claims), "image": None, "table": None},
         {"title": "Train-vs-test gap (re-rank nDCG@10)",
          "text": f"Train: {prof.gap_queries} training queries re-ranked like the test queries. A larger gap "
                  "means more overfitting (the paper's explanation of the DE's shortfall).",
@@ -673,7 +672,7 @@ def _claims(rows: list[dict], evals: dict, losses: list[str], seeds: list[int], 
             if gap > 0:
                 closed = (m - o) / gap
                 out.append(f"{'SUPPORTED' if closed >= 0.5 else 'NOT SUPPORTED'}: DE + M3SE closes at least half "
-                           f"of the teacher/one-hot gap (closes {closed:.0%}: {m:.3f} vs one-hot {o:.3f}, "
+                           f"of the teacher/one-hot gap (closes {round(closed * 100)}%: {m:.3f} vs one-hot {o:.3f}, "
                            f"teacher {t:.3f}).")
             else:
                 out.append(f"NOT SUPPORTED: DE + M3SE closes at least half of the teacher/one-hot gap: there is no "
@@ -683,7 +682,7 @@ def _claims(rows: list[dict], evals: dict, losses: list[str], seeds: list[int], 
             if sig:
                 beyond = sig["p_value"] < 0.05 and sig["mean_diff"] > 0
                 out.append(f"{'SUPPORTED' if beyond else 'NOT SUPPORTED'}: DE + M3SE beats the one-hot DE beyond "
-                           f"noise (M3SE - one-hot = {sig['mean_diff']:+.3f}, paired permutation "
+                           f"noise (M3SE - one-hot = {_signed(sig['mean_diff'])}, paired permutation "
                            f"p = {sig['p_value']:.3f}, {len(seeds)} seed(s)).")
     distilled = [r for r in rows if r["model"].startswith("DE + ")]
     if distilled:
@@ -694,6 +693,11 @@ def _claims(rows: list[dict], evals: dict, losses: list[str], seeds: list[int], 
         out.append(f"{'SUPPORTED' if ok else 'NOT SUPPORTED'}: the best distilled DE on dev ({best['model']}) beats "
                    f"BM25 and the zero-shot DE in retrieval nDCG@10 ({v:.3f} vs {b:.3f} and {z:.3f}).")
     return out
+
+
+def _signed(x: float) -> str:
+    """``x`` to three decimals with its sign, and a plain ``0.000`` where it rounds to nothing."""
+    return "0.000" if round(x, 3) == 0 else f"{x:+.3f}"
 
 
 def _console_table(rows: list[dict], columns: list[str]) -> str:

@@ -63,15 +63,14 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
-        name="quick", teacher_layers=3, student_layers=3, teacher_max_length=128, query_max_length=32,
+        name="quick", teacher_layers=3, student_layers=None, teacher_max_length=128, query_max_length=32,
         doc_max_length=64, rerank_depth=30, dev_depth=20, gap_queries=60,
-        teacher_steps=100, teacher_batch_size=8, teacher_negatives=3, teacher_lr=2e-4,
+        teacher_steps=100, teacher_batch_size=8, teacher_negatives=3, teacher_lr=2e-4, teacher_pooling="cosine",
         score_depth=10, student_steps=20, student_batch_size=16, student_negatives=3, student_lr=1e-4,
-        probe_every=4,
-        notes="smoke scale: 3-layer teacher and students (the first 3 layers of MiniLM-L6, a weak zero-shot "
-              "start), 64-token documents for the students, BM25 top-30 re-ranked, minutes of training; it "
-              "shows every row and plot (14 min end to end on SciFact on 2 idle CPU cores), not the paper's "
-              "budget"),
+        student_freeze_layers=3, lean_activations=True, probe_every=4,
+        notes="smoke scale: a 3-layer teacher (the first 3 layers of MiniLM-L6), 6-layer students that train "
+              "their top 3 layers for 20 steps, 64-token documents for the students, BM25 top-30 re-ranked; it "
+              "shows every row and plot in minutes, not the paper's budget"),
     "full": Profile(
         name="full", teacher_layers=None, student_layers=None, teacher_max_length=160, query_max_length=32,
         doc_max_length=128, rerank_depth=100, dev_depth=30, gap_queries=50,
