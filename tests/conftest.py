@@ -34,3 +34,28 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def tiny_train(tiny_beir):
+    """The tiny dataset and its BM25 top-20 for the train split: ``(dataset, run)``."""
+    from dualist.candidates import bm25_run
+    from dualist.data import load_beir
+
+    ds = load_beir(tiny_beir)
+    return ds, bm25_run(ds, "train", k=20)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Tiny models gain nothing from threads, and on a shared, loaded machine OpenMP threads that
+    spin-wait for each other make every step ~100x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from dualist.candidates import bm25_run
-from dualist.data import load_beir
 from dualist.errors import ConfigError, DualistError
 from dualist.models import CrossEncoder, DualEncoder
 from dualist.models.backbone import freeze_bottom, transformer_layers
@@ -18,12 +16,7 @@ from dualist.testing import TOPICS
 from dualist.training import ExampleSource, TrainConfig, student_step, train_student, train_teacher
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _texts(n: int, seed: int = 0) -> list[str]:
@@ -131,17 +124,11 @@ def test_a_quantized_copy_does_not_reuse_fp32_states(tiny_bert):
 
 
 # --------------------------------------------------------------------------- the cache in training
-@pytest.fixture(scope="module")
-def data(tiny_beir):
-    ds = load_beir(tiny_beir)
-    return ds, bm25_run(ds, "train", k=20)
-
-
-def test_cached_training_step_equals_the_uncached_one(data, tiny_bert):
+def test_cached_training_step_equals_the_uncached_one(tiny_train, tiny_bert):
     """Same loss and gradients, dropout on in the trained layer: the cache only skips recomputation."""
     from dualist.losses import build_loss
 
-    ds, run = data
+    ds, run = tiny_train
     cfg = TrainConfig(batch_size=6, num_negatives=3, device="cpu", seed=3)
     batch = next(iter(ExampleSource(ds, "train", run, cfg).batches(0)))
     loss_fn = build_loss("onehot")
@@ -166,8 +153,8 @@ def test_cached_training_step_equals_the_uncached_one(data, tiny_bert):
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6)
 
 
-def test_student_trained_with_frozen_layers_keeps_them_and_shares_a_cache(data, tiny_bert, tmp_path):
-    ds, run = data
+def test_student_trained_with_frozen_layers_keeps_them_and_shares_a_cache(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
     start = _student(tiny_bert)
     cfg = TrainConfig(max_steps=6, batch_size=8, num_negatives=3, lr=1e-2, device="cpu", freeze_layers=1)
     path = train_student(ds, "train", run, start.config, cfg, tmp_path, loss="onehot")
@@ -188,10 +175,10 @@ def test_student_trained_with_frozen_layers_keeps_them_and_shares_a_cache(data, 
     assert cache.misses == len(set(docs)) and cache.hits == len(docs)
 
 
-def test_teacher_trained_with_frozen_layers_keeps_them(data, tiny_bert, tmp_path):
+def test_teacher_trained_with_frozen_layers_keeps_them(tiny_train, tiny_bert, tmp_path):
     from dualist.models import CrossEncoderConfig
 
-    ds, run = data
+    ds, run = tiny_train
     mcfg = CrossEncoderConfig(model=str(tiny_bert), max_length=64)
     cfg = TrainConfig(max_steps=4, batch_size=8, num_negatives=3, lr=1e-2, device="cpu", freeze_layers=1)
     torch.manual_seed(cfg.seed)

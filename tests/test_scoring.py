@@ -8,22 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from dualist.candidates import bm25_run
-from dualist.data import load_beir, rank_docs
+from dualist.data import rank_docs
 from dualist.errors import StaleArtifactError
 from dualist.training import MissingScoreError, TeacherScores, candidate_pairs, score_candidates
 from dualist.training.loop import _umask
 from dualist.training.scoring import teacher_fingerprint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and on a shared, loaded machine OpenMP threads that
-    # spin-wait for each other make every step ~100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeTeacher:
@@ -49,14 +41,8 @@ class FakeTeacher:
         (Path(path) / "weights.txt").write_text(self.version)
 
 
-@pytest.fixture(scope="module")
-def data(tiny_beir):
-    ds = load_beir(tiny_beir)
-    return ds, bm25_run(ds, "train", k=20)
-
-
-def test_round_trip_and_cache_hit(data, tmp_path):
-    ds, run = data
+def test_round_trip_and_cache_hit(tiny_train, tmp_path):
+    ds, run = tiny_train
     out = tmp_path / "scores" / "train.teacher.parquet"
     teacher = FakeTeacher()
     scores = score_candidates(teacher, ds, "train", run, out, depth=3, shard_size=10)
@@ -81,8 +67,8 @@ def test_round_trip_and_cache_hit(data, tmp_path):
     assert again.pairs == 0
 
 
-def test_resume_after_a_kill_skips_finished_shards(data, tmp_path):
-    ds, run = data
+def test_resume_after_a_kill_skips_finished_shards(tiny_train, tmp_path):
+    ds, run = tiny_train
     out = tmp_path / "s.parquet"
     total = len(candidate_pairs(ds, "train", run, depth=4))
     with pytest.raises(KeyboardInterrupt):
@@ -97,8 +83,8 @@ def test_resume_after_a_kill_skips_finished_shards(data, tmp_path):
     assert not parts.exists()
 
 
-def test_partial_shards_of_other_inputs_are_discarded(data, tmp_path):
-    ds, run = data
+def test_partial_shards_of_other_inputs_are_discarded(tiny_train, tmp_path):
+    ds, run = tiny_train
     out = tmp_path / "s.parquet"
     with pytest.raises(KeyboardInterrupt):
         score_candidates(FakeTeacher("v1", fail_on_call=2), ds, "train", run, out, depth=4, shard_size=16)
@@ -108,8 +94,8 @@ def test_partial_shards_of_other_inputs_are_discarded(data, tmp_path):
     assert min(scores.as_dict()["q000"].values()) >= 20.0
 
 
-def test_a_cache_from_another_teacher_or_candidate_set_is_stale(data, tmp_path):
-    ds, run = data
+def test_a_cache_from_another_teacher_or_candidate_set_is_stale(tiny_train, tmp_path):
+    ds, run = tiny_train
     out = tmp_path / "s.parquet"
     score_candidates(FakeTeacher("v1"), ds, "train", run, out, depth=4)
     with pytest.raises(StaleArtifactError, match=r"teacher model.*Delete the file, or pass --force"):
@@ -124,8 +110,8 @@ def test_a_cache_from_another_teacher_or_candidate_set_is_stale(data, tmp_path):
     assert TeacherScores.load(out).meta["teacher"] == forced.meta["teacher"]
 
 
-def test_missing_pair_says_why(data, tmp_path):
-    ds, run = data
+def test_missing_pair_says_why(tiny_train, tmp_path):
+    ds, run = tiny_train
     scores = score_candidates(FakeTeacher(), ds, "train", run, tmp_path / "s.parquet", depth=2)
     deep = next(d for d, _ in rank_docs(run["q000"])[2:] if ds.qrels_for("train")["q000"].get(d, 0) <= 0)
     with pytest.raises(KeyError, match=rf"'q000' and document '{deep}'.*top-2 candidates plus its positives"):

@@ -20,14 +20,7 @@ from dualist.training import TrainConfig, latest_checkpoint, lr_at, train_loop, 
 N, C, DIM = 24, 4, 8  # examples, candidates per example, features
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and on a shared, loaded machine OpenMP threads that
-    # spin-wait for each other make every step ~100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Toy(nn.Module):

@@ -5,21 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dualist.candidates import bm25_run
-from dualist.data import Dataset, load_beir
+from dualist.data import Dataset
 from dualist.training import (Batch, ExampleSource, TeacherScores, TrainConfig, teacher_step,
                               with_in_batch_negatives)
 from dualist.training.examples import IN_BATCH_MASKED_SCORE
 
 
-@pytest.fixture(scope="module")
-def data(tiny_beir):
-    ds = load_beir(tiny_beir)
-    return ds, bm25_run(ds, "train", k=20)
-
-
-def test_one_example_per_positive_or_per_query(data):
-    ds, run = data
+def test_one_example_per_positive_or_per_query(tiny_train):
+    ds, run = tiny_train
     qrels = ds.qrels_for("train")
     every = ExampleSource(ds, "train", run, TrainConfig(num_negatives=3, positives="all"))
     first = ExampleSource(ds, "train", run, TrainConfig(num_negatives=3, positives="first"))
@@ -33,8 +26,8 @@ def test_one_example_per_positive_or_per_query(data):
         assert set(ex.negatives) <= set(run[ex.qid])
 
 
-def test_epochs_resample_range_negatives_and_reshuffle_but_repeat_exactly(data):
-    ds, run = data
+def test_epochs_resample_range_negatives_and_reshuffle_but_repeat_exactly(tiny_train):
+    ds, run = tiny_train
     cfg = TrainConfig(num_negatives=2, negatives="range", neg_rank_min=1, neg_rank_max=20, seed=3)
     src = ExampleSource(ds, "train", run, cfg)
     e0, e1 = src.examples(0), src.examples(1)
@@ -62,8 +55,8 @@ def test_no_usable_example_is_a_config_error():
         ExampleSource(ds, "train", {"q1": {"a": 1.0}}, TrainConfig())
 
 
-def test_batches_put_the_positive_in_column_0_with_teacher_scores(data):
-    ds, run = data
+def test_batches_put_the_positive_in_column_0_with_teacher_scores(tiny_train):
+    ds, run = tiny_train
     teacher = TeacherScores({q: {d: float(len(d) + i) for i, d in enumerate(run[q])} | {
         d: 100.0 for d, rel in ds.qrels_for("train")[q].items() if rel > 0} for q in run})
     src = ExampleSource(ds, "train", run, TrainConfig(batch_size=5, num_negatives=3), teacher_scores=teacher)

@@ -10,34 +10,20 @@ import pytest
 import torch
 
 from dualist._io import read_json, read_meta
-from dualist.candidates import bm25_run
-from dualist.data import load_beir, rank_docs
+from dualist.data import rank_docs
 from dualist.errors import ConfigError
 from dualist.models import CrossEncoder, CrossEncoderConfig, DualEncoder, DualEncoderConfig
 from dualist.training import (ExampleSource, MissingScoreError, TeacherScores, TrainConfig, student_step,
                               train_student, train_teacher)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and on a shared, loaded machine OpenMP threads that
-    # spin-wait for each other make every step ~100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tiny_beir):
-    ds = load_beir(tiny_beir)
-    return ds, bm25_run(ds, "train", k=20)
-
-
-@pytest.fixture(scope="module")
-def fake_teacher(data) -> TeacherScores:
+def fake_teacher(tiny_train) -> TeacherScores:
     """Scores as a good teacher would give: positives far above the BM25-ordered negatives."""
-    ds, run = data
+    ds, run = tiny_train
     qrels = ds.qrels_for("train")
     return TeacherScores({q: {d: s / 10 for d, s in run[q].items()} | {d: 5.0 for d, r in qrels[q].items() if r > 0}
                           for q in run})
@@ -81,8 +67,8 @@ def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- teacher
-def test_teacher_training_reduces_the_loss(data, tiny_bert, tmp_path):
-    ds, run = data
+def test_teacher_training_reduces_the_loss(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
     path = train_teacher(ds, "train", run, teacher_config(tiny_bert), train(max_steps=30), tmp_path)
     got = losses(tmp_path)
     assert len(got) == 30 and np.mean(got[-5:]) < np.mean(got[:5]) - 0.1  # starts at ln 4 = 1.386
@@ -94,8 +80,8 @@ def test_teacher_training_reduces_the_loss(data, tiny_bert, tmp_path):
     assert meta["config"]["model"]["max_length"] == 64 and meta["inputs"]["candidates"]
 
 
-def test_teacher_runs_are_deterministic(data, tiny_bert, tmp_path):
-    ds, run = data
+def test_teacher_runs_are_deterministic(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
     cfg = train(max_steps=3)
     a = CrossEncoder.from_pretrained(train_teacher(ds, "train", run, teacher_config(tiny_bert), cfg, tmp_path / "a"))
     b = CrossEncoder.from_pretrained(train_teacher(ds, "train", run, teacher_config(tiny_bert), cfg, tmp_path / "b"))
@@ -103,15 +89,15 @@ def test_teacher_runs_are_deterministic(data, tiny_bert, tmp_path):
     assert metric_rows(tmp_path / "a") == metric_rows(tmp_path / "b")
 
 
-def test_teacher_refuses_in_batch_negatives(data, tiny_bert, tmp_path):
-    ds, run = data
+def test_teacher_refuses_in_batch_negatives(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
     with pytest.raises(ConfigError, match="dual encoders"):
         train_teacher(ds, "train", run, teacher_config(tiny_bert), train(in_batch_negatives=True), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- student
-def test_student_m3se_reduces_the_loss(data, tiny_bert, fake_teacher, tmp_path):
-    ds, run = data
+def test_student_m3se_reduces_the_loss(tiny_train, tiny_bert, fake_teacher, tmp_path):
+    ds, run = tiny_train
     path = train_student(ds, "train", run, student_config(tiny_bert), train(max_steps=30), tmp_path,
                          loss="m3se", teacher_scores=fake_teacher)
     got = losses(tmp_path)
@@ -121,9 +107,9 @@ def test_student_m3se_reduces_the_loss(data, tiny_bert, fake_teacher, tmp_path):
     assert meta["config"]["loss"] == "m3se" and meta["inputs"]["teacher_scores"] == fake_teacher.fingerprint
 
 
-def test_student_resumed_run_equals_uninterrupted_run(data, tiny_bert, fake_teacher, tmp_path):
+def test_student_resumed_run_equals_uninterrupted_run(tiny_train, tiny_bert, fake_teacher, tmp_path):
     """Killed after step 4 (checkpoint at 3, mid-epoch), resumed: same weights, same metrics."""
-    ds, run = data
+    ds, run = tiny_train
     cfg = train(max_steps=6, batch_size=4, checkpoint_every=3, probe_every=1, lr=1e-3)  # 16 batches per epoch
 
     def crash_after_step_4(model, step):
@@ -146,9 +132,9 @@ def test_student_resumed_run_equals_uninterrupted_run(data, tiny_bert, fake_teac
     assert [r["step"] for r in metric_rows(tmp_path / "cut")] == [1, 2, 3, 4, 5, 6]
 
 
-def test_gradient_checkpointing_gives_the_same_run_with_dropout_on(data, tiny_bert, fake_teacher, tmp_path):
+def test_gradient_checkpointing_gives_the_same_run_with_dropout_on(tiny_train, tiny_bert, fake_teacher, tmp_path):
     """Recomputed activations reuse the saved RNG state: same dropout masks, same losses and weights."""
-    ds, run = data
+    ds, run = tiny_train
 
     def student(out, **kw):
         return DualEncoder.from_pretrained(train_student(
@@ -180,8 +166,8 @@ def test_gradient_checkpointing_switches_on_every_backbone(tiny_bert):
         enable_gradient_checkpointing(torch.nn.Linear(2, 2))
 
 
-def test_student_gradient_accumulation_matches_a_bigger_batch(data, no_dropout_bert, tmp_path):
-    ds, run = data
+def test_student_gradient_accumulation_matches_a_bigger_batch(tiny_train, no_dropout_bert, tmp_path):
+    ds, run = tiny_train
     kw = {"max_steps": 1, "max_grad_norm": 0.0, "lr": 1e-3}
     a = train_student(ds, "train", run, student_config(no_dropout_bert), train(batch_size=4, grad_accum=2, **kw),
                       tmp_path / "a", loss="onehot")
@@ -196,8 +182,8 @@ def test_student_gradient_accumulation_matches_a_bigger_batch(data, no_dropout_b
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-5)
 
 
-def test_in_batch_negatives_add_every_other_querys_documents(data, tiny_bert, tmp_path):
-    ds, run = data
+def test_in_batch_negatives_add_every_other_querys_documents(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
     cfg = train(batch_size=3, num_negatives=2, in_batch_negatives=True)
     batch = next(ExampleSource(ds, "train", run, cfg).batches(0))
     seen = {}
@@ -213,21 +199,21 @@ def test_in_batch_negatives_add_every_other_querys_documents(data, tiny_bert, tm
     assert len(losses(tmp_path)) == 2
 
 
-def test_in_batch_negatives_with_a_distillation_loss_is_a_config_error(data, tiny_bert, fake_teacher, tmp_path):
-    ds, run = data
+def test_in_batch_negatives_with_a_distillation_loss_is_a_config_error(tiny_train, tiny_bert, fake_teacher, tmp_path):
+    ds, run = tiny_train
     with pytest.raises(ConfigError, match="no teacher scores for the in-batch"):
         train_student(ds, "train", run, student_config(tiny_bert), train(in_batch_negatives=True), tmp_path,
                       loss="margin_mse", teacher_scores=fake_teacher)
 
 
-def test_distillation_needs_teacher_scores(data, tiny_bert, tmp_path):
-    ds, run = data
+def test_distillation_needs_teacher_scores(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
     with pytest.raises(ConfigError, match="'kl' distills.*score-teacher"):
         train_student(ds, "train", run, student_config(tiny_bert), train(), tmp_path, loss="kl")
 
 
-def test_a_pair_missing_from_the_teacher_cache_is_named_before_training(data, tiny_bert, fake_teacher, tmp_path):
-    ds, run = data
+def test_a_pair_missing_from_the_teacher_cache_is_named_before_training(tiny_train, tiny_bert, fake_teacher, tmp_path):
+    ds, run = tiny_train
     shallow = fake_teacher.as_dict()
     qid = sorted(shallow)[0]
     dropped = next(d for d, _ in rank_docs(run[qid]) if ds.qrels_for("train")[qid].get(d, 0) <= 0)  # 1st negative
@@ -238,9 +224,9 @@ def test_a_pair_missing_from_the_teacher_cache_is_named_before_training(data, ti
     assert not (tmp_path / "metrics.jsonl").exists()  # failed before the first step
 
 
-def test_a_positive_missing_from_a_capped_cache_is_named_and_max_positives_fixes_it(data, tiny_bert, fake_teacher,
+def test_a_positive_missing_from_a_capped_cache_is_named_and_max_positives_fixes_it(tiny_train, tiny_bert, fake_teacher,
                                                                                     tmp_path):
-    ds, run = data
+    ds, run = tiny_train
     qrels = ds.qrels_for("train")
     capped = fake_teacher.as_dict()
     qid = sorted(capped)[0]
