@@ -166,6 +166,7 @@ def test_claims_say_when_there_is_no_gap_to_close_and_which_way_a_difference_goe
     assert below[0].startswith("NOT SUPPORTED: teacher beats")
     assert "no gap to close" in below[1] and "nan" not in below[1]
     assert below[2].startswith("NOT SUPPORTED") and "M3SE - one-hot = -0.036" in below[2]
+    assert "p = 0.0001" in below[2]  # as the significance table writes it, not rounded to 0.000
     above = _claims(rows(0.6, 0.5, 0.56), {}, ["onehot", "m3se"], [0],
                     {"DE + M3SE": {"mean_diff": 0.06, "p_value": 0.01}})
     assert above[1].startswith("SUPPORTED") and "closes 60%" in above[1]

@@ -683,7 +683,7 @@ def _claims(rows: list[dict], evals: dict, losses: list[str], seeds: list[int], 
                 beyond = sig["p_value"] < 0.05 and sig["mean_diff"] > 0
                 out.append(f"{'SUPPORTED' if beyond else 'NOT SUPPORTED'}: DE + M3SE beats the one-hot DE beyond "
                            f"noise (M3SE - one-hot = {_signed(sig['mean_diff'])}, paired permutation "
-                           f"p = {sig['p_value']:.3f}, {len(seeds)} seed(s)).")
+                           f"p = {sig['p_value']:.4f}, {len(seeds)} seed(s)).")
     distilled = [r for r in rows if r["model"].startswith("DE + ")]
     if distilled:
         best = max(distilled, key=lambda r: r["dev nDCG@10"] or 0)
