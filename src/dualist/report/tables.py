@@ -22,6 +22,11 @@ def format_cell(value: Any, floatfmt: str = ".3f") -> str:
 
     >>> format_cell(0.3456), format_cell(12), format_cell(None), format_cell(float("nan")), format_cell("CA")
     ('0.346', '12', '–', '–', 'CA')
+
+    A value that rounds to zero reads as zero, not as a signed ``-0.000``:
+
+    >>> format_cell(-0.0001), format_cell(-0.0004, ".4f")
+    ('0.000', '-0.0004')
     """
     if value is None:
         return MISSING
@@ -30,7 +35,8 @@ def format_cell(value: Any, floatfmt: str = ".3f") -> str:
             return str(int(value))
         if math.isnan(float(value)):
             return MISSING
-        return format(float(value), floatfmt)
+        text = format(float(value), floatfmt)
+        return format(0.0, floatfmt) if text.startswith("-") and float(text) == 0 else text
     return str(value)
 
 
