@@ -52,6 +52,7 @@ from dualist.models._common import (
     with_overrides,
 )
 from dualist.models.backbone import load_pretrained
+from dualist.models.packed import packable, packed_forward
 
 __all__ = ["CrossEncoderConfig", "CrossEncoder"]
 
@@ -109,6 +110,8 @@ class CrossEncoder(torch.nn.Module):
         self.tokenizer.padding_side = "right"
         self._max_len = effective_length(cfg.max_length, model_max_length(model, tokenizer), "max_length")
         self.inference_dtype: str | None = None  # "int8" / "bf16" on a quantized() copy
+        # score() through dualist.models.packed where the backbone qualifies (BERT, float32, CPU)
+        self.packed_inference = True
 
     @property
     def device(self) -> torch.device:
@@ -148,11 +151,21 @@ class CrossEncoder(torch.nn.Module):
         batch = {k: v.to(self.device) for k, v in batch.items()}
         return self._logits(batch)
 
-    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.config.pooling == "cls":
+    def _logits(self, batch: dict[str, torch.Tensor], packed: bool = False) -> torch.Tensor:
+        """Logits ``(n,)`` of a padded batch; ``packed``: through :func:`packed_forward` (inference only,
+        when :meth:`_packable` says so)."""
+        if self.config.pooling == "cls" and not packed:
             return self.model(**batch).logits[:, 0]
         base = getattr(self.model, self.model.base_model_prefix)
-        hidden = base(**batch).last_hidden_state.float()  # no copy when already float32
+        if self.config.pooling == "cls":
+            first = packed_forward(base, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                                   cls_only=True)
+            pooled = self.model.dropout(base.pooler(first[:, None]))
+            return self.model.classifier(pooled)[:, 0]
+        if packed:
+            hidden = packed_forward(base, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        else:
+            hidden = base(**batch).last_hidden_state.float()  # no copy when already float32
         pooled = mean_pool(hidden, batch["attention_mask"])
         dropout = getattr(self.model, "dropout", None)
         if dropout is not None:
@@ -184,7 +197,10 @@ class CrossEncoder(torch.nn.Module):
     def score(self, queries: list[str], docs: list[str], batch_size: int = 64,
               show_progress: bool | None = None) -> np.ndarray:
         """Float32 logits ``(n,)`` for aligned pairs, in input order (inference: no grad, no dropout,
-        length-sorted and dynamically padded batches)."""
+        length-sorted and dynamically padded batches). A float32 BERT backbone on CPU runs
+        :func:`~dualist.models.packed.packed_forward`: padding dropped, row-blocked layers, and with
+        ``pooling="cls"`` the last layer for ``[CLS]`` only; the same logits, faster. Set
+        ``packed_inference = False`` on the model for the Hugging Face forward."""
         queries, docs = check_texts(queries, "queries"), check_texts(docs, "docs")
         if len(queries) != len(docs):
             raise ValueError(f"queries and docs must pair up, got {len(queries)} and {len(docs)}")
@@ -199,11 +215,27 @@ class CrossEncoder(torch.nn.Module):
                "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0)}
         char_lengths = [len(q) + len(d) for q, d in zip(queries, docs)]
         with torch.inference_mode(), eval_mode(self.model):
+            packed = self._packable()
             for idx, batch in length_sorted_batches(len(queries), char_lengths, tokenize, batch_size, pad,
                                                     self.device, desc="score pairs",
                                                     show_progress=show_progress):
-                out.add(idx, self._logits(batch))
+                out.add(idx, self._logits(batch, packed=packed))
         return out.flush()
+
+    def _packable(self) -> bool:
+        """Whether :meth:`score` can run the backbone through :func:`packed_forward`: a float32 BERT body
+        on CPU, and for ``pooling="cls"`` the plain BERT head (pooler, dropout, linear classifier)."""
+        if not self.packed_inference:
+            return False
+        base = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+        if base is None or not packable(base):
+            return False
+        if self.config.pooling != "cls":
+            return True
+        return (type(self.model).__name__ == "BertForSequenceClassification"
+                and getattr(base, "pooler", None) is not None
+                and isinstance(getattr(self.model, "classifier", None), torch.nn.Linear)
+                and all(p.dtype == torch.float32 for p in self.model.parameters()))
 
     # ------------------------------------------------------------------ reduced precision
     def quantized(self, dtype: InferencePrecision = "int8") -> CrossEncoder:

@@ -57,6 +57,7 @@ from dualist.models._common import (
 )
 from dualist.models.backbone import freeze_bottom, load_backbone
 from dualist.models.frozen_prefix import PrefixCache, prefix_fingerprint
+from dualist.models.packed import packable, packed_forward
 
 __all__ = ["DualEncoderConfig", "DualEncoder", "similarity_scores"]
 
@@ -118,6 +119,8 @@ class DualEncoder(torch.nn.Module):
         self.prefix_cache: PrefixCache | None = None  # frozen bottom layers computed once per text
         self.inference_dtype: str | None = None  # "int8" / "bf16" on a quantized() copy
         self.quantized_int8 = False  # kept for callers of the int8-only API
+        # encode_* through dualist.models.packed where the tower qualifies (BERT, float32, CPU)
+        self.packed_inference = True
         limit = model_max_length(query_model, tokenizer)
         self._query_len = effective_length(cfg.query_max_length, limit, "query_max_length")
         self._doc_len = effective_length(cfg.doc_max_length, limit, "doc_max_length")
@@ -186,10 +189,14 @@ class DualEncoder(torch.nn.Module):
 
         pad = {"input_ids": self.tokenizer.pad_token_id or 0}
         with torch.inference_mode(), eval_mode(model):
+            packed = self.packed_inference and self.prefix_cache is None and packable(model)
             for idx, batch in length_sorted_batches(len(texts), [len(t) for t in texts], tokenize, batch_size,
                                                     pad, device, desc=f"encode {what}",
                                                     show_progress=show_progress):
-                hidden = self._hidden(model, [texts[i] for i in idx], batch, max_length)
+                if packed:
+                    hidden = packed_forward(model, batch["input_ids"], batch["attention_mask"])
+                else:
+                    hidden = self._hidden(model, [texts[i] for i in idx], batch, max_length)
                 hidden = hidden.float()  # no copy when already float32
                 out.add(idx, self._pool(hidden, batch["attention_mask"]))
         result = out.flush()
@@ -201,6 +208,9 @@ class DualEncoder(torch.nn.Module):
 
         No gradients, dropout off; batches are sorted by length and padded only as far as needed,
         and the rows come back in input order. ``show_progress=None`` shows a bar on a terminal.
+        A float32 BERT tower on CPU runs :func:`~dualist.models.packed.packed_forward` (padding
+        dropped, row-blocked layers: the same embeddings, faster); set ``packed_inference = False``
+        on the model for the Hugging Face forward.
         """
         return self._encode(self.query_model, texts, self._query_len, batch_size, show_progress,
                             convert_to_tensor, "queries")

@@ -1,0 +1,202 @@
+"""Packed inference (dualist.models.packed): the Hugging Face forward's numbers, used where it qualifies."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+import dualist.models.cross_encoder as ce_module
+import dualist.models.dual_encoder as de_module
+from dualist.models import CrossEncoder, DualEncoder
+from dualist.models.packed import packable, packed_forward
+from dualist.testing import TOPICS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = [w for ws in TOPICS.values() for w in ws]
+    return [" ".join(rng.choices(words, k=rng.randint(1, 30))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def body(tiny_bert):
+    return AutoModel.from_pretrained(str(tiny_bert)).eval()
+
+
+def _batch(lengths: list[int], vocab: int, seed: int = 0, types: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.randint(5, vocab, (len(lengths), width), generator=g)
+    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+    ids = ids * mask
+    tt = (torch.arange(width) >= torch.tensor(lengths)[:, None] // 2).long() * mask if types else None
+    return ids, mask, tt
+
+
+@pytest.mark.parametrize("rows", [1024, 7])  # one block, and blocks that cut through sequences
+@pytest.mark.parametrize("lengths", [[9, 9, 9, 9], [12, 12, 7, 7, 7, 3], [17, 4, 11, 2, 16]])
+def test_packed_forward_equals_the_hugging_face_forward(body, rows, lengths):
+    ids, mask, tt = _batch(lengths, body.config.vocab_size, types=True)
+    with torch.inference_mode():
+        ref = body(input_ids=ids, attention_mask=mask, token_type_ids=tt).last_hidden_state
+        out = packed_forward(body, ids, mask, tt, rows=rows)
+        first = packed_forward(body, ids, mask, tt, cls_only=True, rows=rows)
+    real = mask.bool()
+    assert out.shape == ref.shape
+    assert (out - ref)[real].abs().max() < 1e-5
+    assert not out[~real].any()  # padding comes back as zeros
+    assert first.shape == (len(lengths), body.config.hidden_size)
+    assert (first - ref[:, 0]).abs().max() < 1e-5
+    # token types matter, so the comparison above would catch them being dropped
+    with torch.inference_mode():
+        assert (packed_forward(body, ids, mask) - out)[real].abs().max() > 1e-4
+
+
+def test_packed_forward_refuses_left_padding_and_empty_rows(body):
+    ids, mask, _ = _batch([5, 3], body.config.vocab_size)
+    with pytest.raises(ValueError, match="right padding"):
+        packed_forward(body, ids, mask.flip(1))
+    with pytest.raises(ValueError, match="no tokens"):
+        packed_forward(body, ids, torch.zeros_like(mask))
+
+
+def test_packable_only_for_bert_bodies_in_eval_mode_on_cpu(body, tiny_bert):
+    assert packable(body)
+    body.train()
+    try:
+        assert not packable(body)  # dropout would be skipped
+    finally:
+        body.eval()
+    body.config.position_embedding_type = "relative_key"  # older transformers: relative positions
+    try:
+        assert not packable(body)
+    finally:
+        del body.config.position_embedding_type
+    assert not packable(torch.nn.Linear(2, 2))
+    half = AutoModel.from_pretrained(str(tiny_bert)).eval().to(torch.float16)
+    assert not packable(half)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "bf16"])
+def test_reduced_precision_copies_pack_too(tiny_bert, monkeypatch, dtype):
+    de = DualEncoder(model=str(tiny_bert), doc_max_length=32)
+    low = de.quantized(dtype)
+    assert packable(low.doc_model)
+    texts = _texts(10, seed=5)
+    low.packed_inference = False
+    ref = low.encode_docs(texts, batch_size=4)
+    low.packed_inference = True
+    calls = _count_calls(monkeypatch, de_module)
+    out = low.encode_docs(texts, batch_size=4)
+    assert len(calls) == 3
+    # bf16: the same modules on the same rows; int8: each row block quantized with its own scale
+    cosine = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() > (0.999 if dtype == "bf16" else 0.98)
+    fp32 = de.encode_docs(texts)
+    assert ((out * fp32).sum(1) / np.linalg.norm(out, axis=1)).min() > (0.999 if dtype == "bf16" else 0.95)
+
+
+def test_lean_activation_layout_still_packs_to_the_same_numbers(tiny_bert):
+    from dualist.training.lean_activations import enable_lean_activations
+
+    plain = AutoModel.from_pretrained(str(tiny_bert)).eval()
+    lean = AutoModel.from_pretrained(str(tiny_bert))
+    enable_lean_activations(lean)
+    lean.eval()
+    assert packable(lean)
+    ids, mask, _ = _batch([8, 5, 5], plain.config.vocab_size)
+    with torch.inference_mode():
+        ref = plain(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = packed_forward(lean, ids, mask)
+    assert (out - ref)[mask.bool()].abs().max() < 1e-5
+
+
+def _count_calls(monkeypatch, module) -> list[int]:
+    calls: list[int] = []
+    real = module.packed_forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "packed_forward", counting)
+    return calls
+
+
+def test_dual_encoder_encodes_through_packed_path_with_the_same_embeddings(tiny_bert, monkeypatch):
+    de = DualEncoder(model=str(tiny_bert), doc_max_length=24)
+    texts = _texts(13, seed=1)
+    de.packed_inference = False
+    ref = de.encode_docs(texts, batch_size=4)
+    ref_q = de.encode_queries(texts[:5])
+    de.packed_inference = True
+    calls = _count_calls(monkeypatch, de_module)
+    out = de.encode_docs(texts, batch_size=4)
+    assert len(calls) == 4  # every batch took the packed path
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    np.testing.assert_allclose(de.encode_queries(texts[:5]), ref_q, atol=1e-6)
+
+
+def test_dual_encoder_prefix_cache_keeps_its_own_path(tiny_bert, monkeypatch):
+    de = DualEncoder(model=str(tiny_bert))
+    de.cache_prefix(1)
+    calls = _count_calls(monkeypatch, de_module)
+    de.encode_docs(_texts(3))
+    assert calls == []
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "cosine"])
+def test_cross_encoder_scores_through_packed_path_with_the_same_logits(tiny_bert, monkeypatch, pooling):
+    torch.manual_seed(0)
+    ce = CrossEncoder(model=str(tiny_bert), max_length=40, pooling=pooling).eval()
+    if pooling == "cosine":  # give the zero-initialised head something to add
+        torch.nn.init.normal_(ce.model.classifier.weight)
+    q, d = _texts(11, seed=2), _texts(11, seed=3)
+    ce.packed_inference = False
+    ref = ce.score(q, d, batch_size=4)
+    ce.packed_inference = True
+    calls = _count_calls(monkeypatch, ce_module)
+    out = ce.score(q, d, batch_size=4)
+    assert len(calls) == 3
+    spread = float(ref.max() - ref.min())
+    assert spread > 0
+    np.testing.assert_allclose(out, ref, atol=1e-5 * max(1.0, spread))
+    with torch.no_grad():  # the training path keeps the Hugging Face forward (gradients, dropout)
+        ce(q[:2], d[:2])
+    assert len(calls) == 3
+
+
+def test_cross_encoder_other_heads_keep_the_hugging_face_forward(tiny_bert, monkeypatch):
+    ce = CrossEncoder(model=str(tiny_bert), max_length=40, pooling="cls").eval()
+    assert ce._packable()
+    ce.model.classifier = torch.nn.Sequential(ce.model.classifier)  # not the plain BERT head
+    assert not ce._packable()
+    calls = _count_calls(monkeypatch, ce_module)
+    ce.score(_texts(3), _texts(3, seed=4))
+    assert calls == []
+
+
+def test_packed_minilm_matches_hugging_face_on_real_weights():
+    """All-MiniLM-L6-v2 (packaged): hidden states and the [CLS]-only path against the HF forward."""
+    from dualist.models import resolve_model
+
+    path = resolve_model("minilm-l6")
+    body = AutoModel.from_pretrained(path).eval()
+    de = DualEncoder(model="minilm-l6")
+    texts = ["A man is eating food.", "Protein folding determines enzyme function in cells. " * 6, "sleep"]
+    batch = de.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        ref = body(**batch).last_hidden_state
+        out = packed_forward(body, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], rows=16)
+        first = packed_forward(body, batch["input_ids"], batch["attention_mask"], cls_only=True)
+    real = batch["attention_mask"].bool()
+    assert (out - ref)[real].abs().max() < 1e-4
+    assert (first - ref[:, 0]).abs().max() < 1e-4
+    clf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+    assert packable(clf.bert)
