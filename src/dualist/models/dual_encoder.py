@@ -273,21 +273,22 @@ class DualEncoder(torch.nn.Module):
         """An inference-only copy in reduced precision; this model is left unchanged.
 
         - ``dtype="int8"`` (CPU only): int8 dynamically quantized ``Linear`` layers (all but the
-          feed-forward down-projections, see :func:`~dualist.models._common.int8_layers`). About
-          1.5x float32 for MiniLM on 2 AMD EPYC (Zen 4) cores; mean cosine to the fp32
-          embeddings ~0.99.
+          feed-forward down-projections, see :func:`~dualist.models._common.int8_layers`), with
+          weights per output channel and, on CPUs with VNNI, activations on all 8 bits
+          (:func:`~dualist.models._common.full_range_int8`). Mean cosine to the fp32 embeddings ~0.99.
         - ``dtype="bf16"``: every weight and activation in bfloat16, pooled and returned in float32.
-          On CPUs with bf16 instructions (AVX512-BF16, AMX) it is the faster option (about 1.7x
-          float32 on those Zen 4 cores) and the closer one (cosine ~0.9999); without them it is
-          emulated and slower than float32 (a warning says so).
+          On CPUs with bf16 instructions (AVX512-BF16, AMX) it is the fastest torch option and the
+          closest one (cosine ~0.9999); without them it is emulated and slower than float32 (a
+          warning says so).
         - ``dtype="onnx-fp32"`` / ``"onnx-int8"`` (CPU only, ``pip install 'dualist[onnx]'``): the
           transformer run by ONNX Runtime with fused attention, layer-norm and GELU kernels, in
           float32 (the same embeddings, max abs difference ~1e-7) or with int8 weights per output
-          channel (see :mod:`dualist.models.onnx_runtime`). Pooling stays in torch. On 2 Zen 4
-          cores: 1.08x and 2.16x sentence-transformers' fp32 ``encode``, int8 mean cosine to fp32
-          ~0.995.
+          channel (see :mod:`dualist.models.onnx_runtime`). Pooling stays in torch.
 
-        Check retrieval quality before relying on either (``bench/bench_encode.py`` does).
+        The torch copies run the packed forward of :mod:`dualist.models.packed` like the fp32 model;
+        the ONNX ones do not. ``bench/RESULTS.md`` has the measured speed of each against
+        sentence-transformers. Check retrieval quality before relying on any
+        (``bench/bench_encode.py`` does).
         ``embed_*`` and ``save_pretrained`` refuse on the copy.
         """
         check_precision(dtype, self.device)

@@ -59,9 +59,9 @@ DEFAULT_ROWS = 1024
 (6 MB for MiniLM), small enough to stay in cache, large enough for full-speed matrix products."""
 
 
-def _standard_layer(layer: torch.nn.Module) -> bool:
-    """A BERT layer of the usual modules: self-attention (query/key/value), its output block, the
-    feed-forward blocks; no cross-attention, absolute positions."""
+def _standard_layer(layer: torch.nn.Module, hidden: int) -> bool:
+    """A BERT layer of the usual modules: self-attention (query/key/value, ``hidden`` wide in all), its
+    output block, the feed-forward blocks; no cross-attention, absolute positions."""
     attention = getattr(layer, "attention", None)
     attn = getattr(attention, "self", None)
     if attn is None or getattr(attention, "output", None) is None:
@@ -71,8 +71,7 @@ def _standard_layer(layer: torch.nn.Module) -> bool:
         return False
     if getattr(attn, "position_embedding_type", "absolute") != "absolute":
         return False
-    heads = getattr(attn, "num_attention_heads", None)
-    if not heads or getattr(attn, "attention_head_size", None) != layer.attention.self.all_head_size // heads:
+    if getattr(attn, "all_head_size", None) != hidden:
         return False
     return all(isinstance(getattr(attn, n, None), torch.nn.Module) for n in ("query", "key", "value")) \
         and isinstance(getattr(layer, "intermediate", None), torch.nn.Module) \
@@ -95,7 +94,8 @@ def packable(body: torch.nn.Module) -> bool:
         return False
     if any(p.dtype not in (torch.float32, torch.bfloat16) for p in body.parameters()):
         return False
-    return all(_standard_layer(layer) for layer in layers)
+    hidden = getattr(config, "hidden_size", None)
+    return all(_standard_layer(layer, hidden) for layer in layers)
 
 
 def _runs(lengths: list[int]) -> list[tuple[int, int, int]]:
@@ -182,6 +182,8 @@ def packed_forward(body: torch.nn.Module, input_ids: torch.Tensor, attention_mas
         raise ValueError("packed_forward needs right padding: each attention-mask row must be ones then zeros")
     if bool((lengths_t == 0).any()):
         raise ValueError("packed_forward: a sequence has no tokens (attention-mask row of zeros)")
+    if batch == 0:
+        return torch.zeros((0, body.config.hidden_size) if cls_only else (0, width, body.config.hidden_size))
     lengths = lengths_t.tolist()
     flat = mask.flatten().nonzero().squeeze(1)  # packed token -> position in the padded batch
     ids = input_ids.flatten()[flat]
