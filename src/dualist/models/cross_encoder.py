@@ -110,7 +110,7 @@ class CrossEncoder(torch.nn.Module):
         self.tokenizer.padding_side = "right"
         self._max_len = effective_length(cfg.max_length, model_max_length(model, tokenizer), "max_length")
         self.inference_dtype: str | None = None  # "int8" / "bf16" on a quantized() copy
-        # score() through dualist.models.packed where the backbone qualifies (BERT, float32, CPU)
+        # score() through dualist.models.packed where the backbone qualifies (see _packable)
         self.packed_inference = True
 
     @property
@@ -197,8 +197,8 @@ class CrossEncoder(torch.nn.Module):
     def score(self, queries: list[str], docs: list[str], batch_size: int = 64,
               show_progress: bool | None = None) -> np.ndarray:
         """Float32 logits ``(n,)`` for aligned pairs, in input order (inference: no grad, no dropout,
-        length-sorted and dynamically padded batches). A float32 BERT backbone on CPU runs
-        :func:`~dualist.models.packed.packed_forward`: padding dropped, row-blocked layers, and with
+        length-sorted and dynamically padded batches). A BERT backbone on CPU (float32, or a bf16/int8
+        copy) runs :func:`~dualist.models.packed.packed_forward`: padding dropped, row-blocked layers, and with
         ``pooling="cls"`` the last layer for ``[CLS]`` only; the same logits, faster. Set
         ``packed_inference = False`` on the model for the Hugging Face forward."""
         queries, docs = check_texts(queries, "queries"), check_texts(docs, "docs")
@@ -223,8 +223,9 @@ class CrossEncoder(torch.nn.Module):
         return out.flush()
 
     def _packable(self) -> bool:
-        """Whether :meth:`score` can run the backbone through :func:`packed_forward`: a float32 BERT body
-        on CPU, and for ``pooling="cls"`` the plain BERT head (pooler, dropout, linear classifier)."""
+        """Whether :meth:`score` can run the backbone through :func:`packed_forward`: a BERT body that
+        :func:`packable` accepts, and for ``pooling="cls"`` the plain float32 BERT head (pooler, dropout,
+        linear classifier), which the bf16 copy's float32 head wrapper is not."""
         if not self.packed_inference:
             return False
         base = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)

@@ -119,7 +119,7 @@ class DualEncoder(torch.nn.Module):
         self.prefix_cache: PrefixCache | None = None  # frozen bottom layers computed once per text
         self.inference_dtype: str | None = None  # "int8" / "bf16" on a quantized() copy
         self.quantized_int8 = False  # kept for callers of the int8-only API
-        # encode_* through dualist.models.packed where the tower qualifies (BERT, float32, CPU)
+        # encode_* through dualist.models.packed where the tower qualifies (BERT on CPU, fp32 or bf16)
         self.packed_inference = True
         limit = model_max_length(query_model, tokenizer)
         self._query_len = effective_length(cfg.query_max_length, limit, "query_max_length")
@@ -208,9 +208,9 @@ class DualEncoder(torch.nn.Module):
 
         No gradients, dropout off; batches are sorted by length and padded only as far as needed,
         and the rows come back in input order. ``show_progress=None`` shows a bar on a terminal.
-        A float32 BERT tower on CPU runs :func:`~dualist.models.packed.packed_forward` (padding
-        dropped, row-blocked layers: the same embeddings, faster); set ``packed_inference = False``
-        on the model for the Hugging Face forward.
+        A BERT tower on CPU (float32, or a bf16/int8 copy) runs
+        :func:`~dualist.models.packed.packed_forward` (padding dropped, row-blocked layers: the same
+        embeddings, faster); set ``packed_inference = False`` on the model for the Hugging Face forward.
         """
         return self._encode(self.query_model, texts, self._query_len, batch_size, show_progress,
                             convert_to_tensor, "queries")

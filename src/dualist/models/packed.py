@@ -112,35 +112,30 @@ def _runs(lengths: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
+def _heads(x: torch.Tensor, first: int, count: int, length: int, heads: int) -> torch.Tensor:
+    """``count`` packed sequences of ``length`` tokens from row ``first`` of ``x (T, D)``, viewed as
+    ``(count, H, length, D/H)``."""
+    return x[first:first + count * length].view(count, length, heads, x.shape[1] // heads).transpose(1, 2)
+
+
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                runs: list[tuple[int, int, int]], heads: int) -> None:
     """Self-attention of every sequence over its own tokens: ``(T, D)`` packed q, k, v into ``out``."""
-    dim = q.shape[1]
-    hd = dim // heads
     for first, count, length in runs:
-        span = slice(first, first + count * length)
-
-        def split(x: torch.Tensor) -> torch.Tensor:
-            return x[span].view(count, length, heads, hd).transpose(1, 2)
-
-        ctx = F.scaled_dot_product_attention(split(q), split(k), split(v))  # (count, H, length, hd)
-        out[span].view(count, length, heads, hd).copy_(ctx.transpose(1, 2))
+        ctx = F.scaled_dot_product_attention(*(_heads(x, first, count, length, heads) for x in (q, k, v)))
+        _heads(out, first, count, length, heads).copy_(ctx)
 
 
 def _cls_attention(q_cls: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    runs: list[tuple[int, int, int]], heads: int) -> torch.Tensor:
     """Attention of each sequence's first token over its sequence: ``(B, D)`` queries -> ``(B, D)``."""
-    dim = q_cls.shape[1]
-    hd = dim // heads
     out = torch.empty_like(q_cls)
     seq = 0
     for first, count, length in runs:
-        span = slice(first, first + count * length)
-        kk = k[span].view(count, length, heads, hd).transpose(1, 2)
-        vv = v[span].view(count, length, heads, hd).transpose(1, 2)
-        qq = q_cls[seq:seq + count].view(count, 1, heads, hd).transpose(1, 2)
-        ctx = F.scaled_dot_product_attention(qq, kk, vv)  # (count, H, 1, hd)
-        out[seq:seq + count] = ctx.transpose(1, 2).reshape(count, dim)
+        qq = _heads(q_cls, seq, count, 1, heads)
+        ctx = F.scaled_dot_product_attention(qq, _heads(k, first, count, length, heads),
+                                             _heads(v, first, count, length, heads))  # (count, H, 1, D/H)
+        _heads(out, seq, count, 1, heads).copy_(ctx)
         seq += count
     return out
 
