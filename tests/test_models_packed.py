@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification
 
+import dualist.models._common as common_module
 import dualist.models.cross_encoder as ce_module
 import dualist.models.dual_encoder as de_module
 from dualist.models import CrossEncoder, DualEncoder
@@ -202,3 +203,24 @@ def test_packed_minilm_matches_hugging_face_on_real_weights():
     assert (first - ref[:, 0]).abs().max() < 1e-4
     clf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
     assert packable(clf.bert)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "bf16"])
+def test_cross_encoder_reduced_precision_copies_pack_with_a_cls_head(tiny_bert, monkeypatch, dtype):
+    # int8 copies keep bf16 down-projections where the CPU has bf16; that must not turn packing off
+    monkeypatch.setattr(common_module, "_native_cpu_bf16", lambda: True)
+    torch.manual_seed(0)
+    ce = CrossEncoder(model=str(tiny_bert), max_length=40, pooling="cls").eval()
+    torch.nn.init.normal_(ce.model.classifier.weight)
+    low = ce.quantized(dtype)
+    assert low._packable()
+    q, d = _texts(11, seed=2), _texts(11, seed=3)
+    low.packed_inference = False
+    ref = low.score(q, d, batch_size=4)
+    low.packed_inference = True
+    calls = _count_calls(monkeypatch, ce_module)
+    out = low.score(q, d, batch_size=4)
+    assert len(calls) == 3
+    assert out.dtype == np.float32
+    # bf16: the same modules on the same rows; int8: each row block quantized with its own scale
+    assert np.corrcoef(out, ref)[0, 1] > (0.99 if dtype == "bf16" else 0.95)

@@ -40,6 +40,7 @@ from dualist.config import opt
 from dualist.errors import ConfigError, DualistError
 from dualist.models._common import (
     Collector,
+    Float32Head,
     InferencePrecision,
     check_precision,
     check_texts,
@@ -224,8 +225,9 @@ class CrossEncoder(torch.nn.Module):
 
     def _packable(self) -> bool:
         """Whether :meth:`score` can run the backbone through :func:`packed_forward`: a BERT body that
-        :func:`packable` accepts, and for ``pooling="cls"`` the plain float32 BERT head (pooler, dropout,
-        linear classifier), which the bf16 copy's float32 head wrapper is not."""
+        :func:`packable` accepts, and for ``pooling="cls"`` the BERT head (pooler, dropout, a linear
+        classifier, or the bf16 copy's :class:`Float32Head`). The backbone's layers may be reduced-precision
+        (the int8 copy's bf16 down-projections, the bf16 copy): the packed forward calls them as they are."""
         if not self.packed_inference:
             return False
         base = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
@@ -235,8 +237,7 @@ class CrossEncoder(torch.nn.Module):
             return True
         return (type(self.model).__name__ == "BertForSequenceClassification"
                 and getattr(base, "pooler", None) is not None
-                and isinstance(getattr(self.model, "classifier", None), torch.nn.Linear)
-                and all(p.dtype == torch.float32 for p in self.model.parameters()))
+                and isinstance(getattr(self.model, "classifier", None), torch.nn.Linear | Float32Head))
 
     # ------------------------------------------------------------------ reduced precision
     def quantized(self, dtype: InferencePrecision = "int8") -> CrossEncoder:
