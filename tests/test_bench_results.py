@@ -60,6 +60,13 @@ def test_the_ceiling_file_gets_each_side_as_a_share_of_the_matmul_peak(tmp_path,
     out = capsys.readouterr().out
     assert "| dualist fp32 | 20.00 | 4,000 | 80.00 | 80% | 20% |" in out
     assert "20.0 MFLOP per token at mean length 200" in out
+    # with oneDNN's rates the share is of the fastest fp32 rate measured
+    payload["matmul_gflops"].update(fp32_square_onednn=160.0, fp32_model_shape_onednn=150.0, fp32_best=160.0)
+    path.write_text(json.dumps(payload))
+    results.main([str(path)])
+    out = capsys.readouterr().out
+    assert "| dualist fp32 | 20.00 | 4,000 | 80.00 | 50% | 20% |" in out
+    assert "through oneDNN 160.00 / 150.00 (the fp32 peak below: 160.00)" in out
 
 
 def test_a_file_that_is_not_a_benchmark_result_is_refused_by_name(tmp_path):

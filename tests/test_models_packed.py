@@ -13,7 +13,8 @@ import dualist.models._common as common_module
 import dualist.models.cross_encoder as ce_module
 import dualist.models.dual_encoder as de_module
 from dualist.models import CrossEncoder, DualEncoder
-from dualist.models.packed import packable, packed_forward
+import dualist.models.packed as packed_module
+from dualist.models.packed import onednn_available, packable, packed_forward
 from dualist.testing import TOPICS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,6 +58,69 @@ def test_packed_forward_equals_the_hugging_face_forward(body, rows, lengths):
     # token types matter, so the comparison above would catch them being dropped
     with torch.inference_mode():
         assert (packed_forward(body, ids, mask) - out)[real].abs().max() > 1e-4
+
+
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN linear")
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [1024, 7])
+def test_onednn_linears_compute_the_same_layers(body, monkeypatch, rows):
+    tails: list[int] = []
+    real_tail = packed_module._onednn_tail
+    monkeypatch.setattr(packed_module, "_onednn_tail", lambda *a: tails.append(1) or real_tail(*a))
+    ids, mask, tt = _batch([12, 12, 7, 3], body.config.vocab_size, types=True)
+    with torch.inference_mode():
+        ref = body(input_ids=ids, attention_mask=mask, token_type_ids=tt).last_hidden_state
+        plain = packed_forward(body, ids, mask, tt, rows=rows, onednn=False)
+        assert tails == []
+        fast = packed_forward(body, ids, mask, tt, rows=rows, onednn=True)
+        assert len(tails) == len(body.encoder.layer) * -(-int(mask.sum()) // rows)  # every layer, every block
+        first = packed_forward(body, ids, mask, tt, cls_only=True, rows=rows, onednn=True)
+    real = mask.bool()
+    assert (fast - ref)[real].abs().max() < 1e-5
+    assert (fast - plain)[real].abs().max() < 1e-5
+    assert (first - ref[:, 0]).abs().max() < 1e-5
+
+
+@needs_onednn
+def test_onednn_path_reads_the_weights_at_each_call(tiny_bert):
+    body = AutoModel.from_pretrained(str(tiny_bert)).eval()
+    ids, mask, _ = _batch([9, 5], body.config.vocab_size, seed=3)
+    real = mask.bool()
+    with torch.inference_mode():
+        before = packed_forward(body, ids, mask, onednn=True)
+    with torch.no_grad():  # e.g. an optimizer step between two evaluations
+        for layer in body.encoder.layer:
+            layer.intermediate.dense.weight.mul_(1.5)
+            layer.attention.self.key.bias.add_(0.5)
+    with torch.inference_mode():
+        after = packed_forward(body, ids, mask, onednn=True)
+        ref = body(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (after - before)[real].abs().max() > 1e-3
+    assert (after - ref)[real].abs().max() < 1e-5
+
+
+def test_onednn_path_only_for_plain_float32_bert_layers(tiny_bert):
+    from transformers import AutoConfig
+
+    from dualist.models._common import reduced_precision
+    from dualist.training.lean_activations import enable_lean_activations
+
+    body = AutoModel.from_pretrained(str(tiny_bert)).eval()
+    assert all(packed_module._onednn_layer(layer, 64) is not None for layer in body.encoder.layer)
+    int8 = reduced_precision(AutoModel.from_pretrained(str(tiny_bert)), "int8")
+    lean = AutoModel.from_pretrained(str(tiny_bert))
+    enable_lean_activations(lean)
+    relu = AutoModel.from_config(AutoConfig.from_pretrained(str(tiny_bert), hidden_act="relu"))
+    tanh_gelu = AutoModel.from_config(AutoConfig.from_pretrained(str(tiny_bert), hidden_act="gelu_new"))
+    for other in (int8, lean.eval(), relu.eval(), tanh_gelu.eval()):
+        assert packable(other)
+        assert all(packed_module._onednn_layer(layer, 64) is None for layer in other.encoder.layer)
+    ids, mask, _ = _batch([6, 4], relu.config.vocab_size)
+    with torch.inference_mode():  # the fallback (its own modules) computes that activation
+        ref = relu(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert (packed_forward(relu, ids, mask) - ref)[mask.bool()].abs().max() < 1e-5
 
 
 def test_packed_forward_refuses_left_padding_and_empty_rows(body):
