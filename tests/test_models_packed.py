@@ -101,6 +101,17 @@ def test_onednn_path_reads_the_weights_at_each_call(tiny_bert):
     assert (after - ref)[real].abs().max() < 1e-5
 
 
+def test_onednn_asked_for_where_torch_has_none_is_refused(body, monkeypatch):
+    monkeypatch.setattr(packed_module, "onednn_available", lambda: False)
+    monkeypatch.setattr(packed_module, "_onednn_tail", lambda *a: pytest.fail("oneDNN path taken"))
+    ids, mask, _ = _batch([4, 3], body.config.vocab_size)
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="no oneDNN linear"):
+            packed_forward(body, ids, mask, onednn=True)
+        ref = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert (packed_forward(body, ids, mask) - ref)[mask.bool()].abs().max() < 1e-5  # the modules' path
+
+
 def test_onednn_path_only_for_plain_float32_bert_layers(tiny_bert):
     from transformers import AutoConfig
 
@@ -218,6 +229,18 @@ def test_dual_encoder_prefix_cache_keeps_its_own_path(tiny_bert, monkeypatch):
     assert calls == []
 
 
+def _scored_both_ways(ce, monkeypatch, q, d):
+    """``(packed scores, Hugging Face forward's scores, packed_forward calls)``, in batches of 4
+    (11 pairs: 3 batches, each of which must take the packed path)."""
+    ce.packed_inference = False
+    ref = ce.score(q, d, batch_size=4)
+    ce.packed_inference = True
+    calls = _count_calls(monkeypatch, ce_module)
+    out = ce.score(q, d, batch_size=4)
+    assert len(calls) == 3
+    return out, ref, calls
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean", "cosine"])
 def test_cross_encoder_scores_through_packed_path_with_the_same_logits(tiny_bert, monkeypatch, pooling):
     torch.manual_seed(0)
@@ -225,12 +248,7 @@ def test_cross_encoder_scores_through_packed_path_with_the_same_logits(tiny_bert
     if pooling == "cosine":  # give the zero-initialised head something to add
         torch.nn.init.normal_(ce.model.classifier.weight)
     q, d = _texts(11, seed=2), _texts(11, seed=3)
-    ce.packed_inference = False
-    ref = ce.score(q, d, batch_size=4)
-    ce.packed_inference = True
-    calls = _count_calls(monkeypatch, ce_module)
-    out = ce.score(q, d, batch_size=4)
-    assert len(calls) == 3
+    out, ref, calls = _scored_both_ways(ce, monkeypatch, q, d)
     spread = float(ref.max() - ref.min())
     assert spread > 0
     np.testing.assert_allclose(out, ref, atol=1e-5 * max(1.0, spread))
@@ -278,13 +296,7 @@ def test_cross_encoder_reduced_precision_copies_pack_with_a_cls_head(tiny_bert, 
     torch.nn.init.normal_(ce.model.classifier.weight)
     low = ce.quantized(dtype)
     assert low._packable()
-    q, d = _texts(11, seed=2), _texts(11, seed=3)
-    low.packed_inference = False
-    ref = low.score(q, d, batch_size=4)
-    low.packed_inference = True
-    calls = _count_calls(monkeypatch, ce_module)
-    out = low.score(q, d, batch_size=4)
-    assert len(calls) == 3
+    out, ref, _ = _scored_both_ways(low, monkeypatch, _texts(11, seed=2), _texts(11, seed=3))
     assert out.dtype == np.float32
     # bf16: the same modules on the same rows; int8: each row block quantized with its own scale
     assert np.corrcoef(out, ref)[0, 1] > (0.99 if dtype == "bf16" else 0.95)

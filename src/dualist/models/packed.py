@@ -281,6 +281,9 @@ def packed_forward(body: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     layers = list(body.encoder.layer)
     if onednn is None:
         onednn = onednn_available()
+    elif onednn and not onednn_available():
+        raise ValueError("packed_forward(onednn=True): this torch build has no oneDNN linear "
+                         "(torch.ops.mkldnn); pass onednn=None to use it only where it exists")
     fast = [_onednn_layer(layer, rows) if onednn else None for layer in layers]
 
     def tail(li: int, ctx_rows: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
