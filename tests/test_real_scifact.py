@@ -15,7 +15,7 @@ from dualist.evaluation import evaluate
 
 pytestmark = pytest.mark.slow
 
-SMALL = ("teacher_layers=3,student_layers=3,teacher_steps=60,student_steps=20,teacher_batch_size=8,"
+SMALL = ("teacher_layers=3,student_layers=3,student_freeze_layers=2,teacher_steps=60,student_steps=20,teacher_batch_size=8,"
          "teacher_negatives=3,student_negatives=3,score_depth=10,rerank_depth=20,dev_depth=10,gap_queries=20,"
          "probe_every=10,teacher_max_length=96,doc_max_length=64,teacher_lr=2e-4,student_lr=1e-4")
 
