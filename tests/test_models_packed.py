@@ -15,7 +15,7 @@ import dualist.models.dual_encoder as de_module
 from dualist.models import CrossEncoder, DualEncoder
 import dualist.models.packed as packed_module
 from dualist.models.packed import onednn_available, packable, packed_forward
-from dualist.testing import TOPICS
+from dualist.testing import TOPICS, make_tiny_bert
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,21 +84,40 @@ def test_onednn_linears_compute_the_same_layers(body, monkeypatch, rows):
 
 
 @needs_onednn
-def test_onednn_path_reads_the_weights_at_each_call(tiny_bert):
+def test_onednn_path_reads_the_weights_at_each_call(tiny_bert, tmp_path):
     body = AutoModel.from_pretrained(str(tiny_bert)).eval()
     ids, mask, _ = _batch([9, 5], body.config.vocab_size, seed=3)
     real = mask.bool()
     with torch.inference_mode():
         before = packed_forward(body, ids, mask, onednn=True)
-    with torch.no_grad():  # e.g. an optimizer step between two evaluations
+    layer = body.encoder.layer[0]
+    prepacked = packed_module._PREPACKED[layer][3]
+    with torch.inference_mode():
+        again = packed_forward(body, ids, mask, onednn=True)
+    assert packed_module._PREPACKED[layer][3] is prepacked  # nothing changed: the prepacked copy is reused
+    assert torch.equal(again, before)
+
+    def changed_and_right(change) -> None:
+        nonlocal before
+        with torch.no_grad():
+            change()
+        with torch.inference_mode():
+            after = packed_forward(body, ids, mask, onednn=True)
+            ref = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert (after - before)[real].abs().max() > 1e-3
+        assert (after - ref)[real].abs().max() < 1e-5
+        before = after
+
+    def in_place():  # e.g. an optimizer step between two evaluations
         for layer in body.encoder.layer:
             layer.intermediate.dense.weight.mul_(1.5)
             layer.attention.self.key.bias.add_(0.5)
-    with torch.inference_mode():
-        after = packed_forward(body, ids, mask, onednn=True)
-        ref = body(input_ids=ids, attention_mask=mask).last_hidden_state
-    assert (after - before)[real].abs().max() > 1e-3
-    assert (after - ref)[real].abs().max() < 1e-5
+
+    other = AutoModel.from_pretrained(str(make_tiny_bert(tmp_path / "other", seed=7))).eval()
+    changed_and_right(in_place)
+    changed_and_right(lambda: body.load_state_dict(other.state_dict()))
+    changed_and_right(lambda: setattr(body.encoder.layer[1].output.dense, "weight",
+                                      torch.nn.Parameter(other.encoder.layer[1].output.dense.weight * 2)))
 
 
 def test_onednn_asked_for_where_torch_has_none_is_refused(body, monkeypatch):
