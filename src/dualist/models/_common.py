@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from dualist._io import progress
 from dualist.config import config_from_dict
+from dualist.models.cpu import cpu_features
 from dualist.errors import ConfigError, DualistError
 
 logger = logging.getLogger(__name__)
@@ -294,8 +295,7 @@ def full_range_int8() -> bool:
     """Whether int8 activations may use all 8 bits here: on CPUs with VNNI (AVX512-VNNI, AVX-VNNI) the
     int8 kernels accumulate in 32 bits. Without it they add pairs of products in 16 bits, which
     saturates unless activations keep to 7 bits (torch's default ``reduce_range=True``)."""
-    check = getattr(getattr(torch, "cpu", None), "_is_vnni_supported", None)
-    return bool(check is not None and check())
+    return cpu_features().vnni
 
 
 OUTLIER_RATIO = 3.0
@@ -316,8 +316,6 @@ def _int8_linear_class() -> type:
     """
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    reduce_range = not full_range_int8()
-
     class Int8Linear(DynamicLinear):
         """int8 weights per output channel; activations quantized per call, outlier channels in float32."""
 
@@ -325,6 +323,7 @@ def _int8_linear_class() -> type:
         def from_float(cls, mod, use_precomputed_fake_quant=False):
             q = super().from_float(mod, use_precomputed_fake_quant=use_precomputed_fake_quant)
             q.register_buffer("float_weight", mod.weight.detach().float().clone())
+            q.reduce_range = not full_range_int8()  # chosen for the CPU the copy is made on
             return q
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,17 +333,15 @@ def _int8_linear_class() -> type:
             if not bool(inlier.all()):
                 outliers = (~inlier).nonzero().squeeze(1)
                 y = torch.ops.quantized.linear_dynamic(flat * inlier, self._packed_params._packed_params,
-                                                       reduce_range=reduce_range)
+                                                       reduce_range=self.reduce_range)
                 y.addmm_(flat.index_select(1, outliers), self.float_weight.index_select(1, outliers).t())
             else:
                 y = torch.ops.quantized.linear_dynamic(flat, self._packed_params._packed_params,
-                                                       reduce_range=reduce_range)
+                                                       reduce_range=self.reduce_range)
             return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
     return Int8Linear
 
 
 def _native_cpu_bf16() -> bool:
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(c() for c in checks if c is not None)
+    return cpu_features().bf16
