@@ -20,6 +20,7 @@ from dualist.losses import (
     RankDistilLoss,
     ScoreMSELoss,
     SoftmaxKLLoss,
+    build_loss,
 )
 
 
@@ -343,3 +344,44 @@ def test_loss_is_mean_over_queries(name):
         te = te * 100
     rows = [make(name)(s[b : b + 1], te[b : b + 1]).item() for b in range(2)]
     assert make(name)(s, te).item() == pytest.approx(np.mean(rows), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------- calibration, in-batch
+def test_fit_scale_matches_a_hand_computation():
+    from dualist.losses.calibration import fit_scale
+
+    s = torch.tensor([[3.0, 1.0, 2.0], [0.0, -1.0, 1.0]])
+    t = torch.tensor([[30.0, 10.0, 20.0], [5.0, -5.0, 15.0]])
+    # within-row squared deviations: student 2 + 2 = 4; teacher 200 + 200 = 400 -> a = sqrt(4/400) = 0.1
+    # b = mean(s) - a * mean(t) = 1.0 - 0.1 * 12.5 = -0.25
+    affine = fit_scale(s, t)
+    assert affine.scale == pytest.approx(0.1) and affine.bias == pytest.approx(-0.25)
+    assert torch.allclose(affine(t), torch.tensor([[2.75, 0.75, 1.75], [0.25, -0.75, 1.25]]))
+    with pytest.raises(ValueError, match="do not vary"):
+        fit_scale(s, torch.ones(2, 3))
+
+
+def test_calibrated_loss_feeds_the_inner_loss_mapped_teacher_scores():
+    from dualist.losses.calibration import Affine, Calibrated
+
+    s, t = torch.tensor([[1.0, 0.5, -0.2]]), torch.tensor([[4.0, 2.0, 0.0]])
+    wrapped = Calibrated(build_loss("mse"), Affine(0.5, -1.0))
+    assert wrapped(s, t).item() == pytest.approx(build_loss("mse")(s, t * 0.5 - 1.0).item())
+    assert wrapped.requires_teacher
+
+
+def test_distillation_with_in_batch_one_hot_equals_a_numpy_reference():
+    from dualist.losses.calibration import WithInBatchOneHot
+
+    rng = np.random.default_rng(0)
+    own, extra = 4, 6
+    s = rng.normal(size=(3, own + extra)).astype(np.float32)
+    s[1, own + 2] = -1e4  # a masked in-batch column (relevant to the row's query)
+    t = rng.normal(size=(3, own)).astype(np.float32)
+    margins_s, margins_t = s[:, :1] - s[:, 1:own], t[:, :1] - t[:, 1:]
+    margin_mse = ((margins_s - margins_t) ** 2).mean(1).mean()
+    ce = (np.log(np.exp(s.astype(np.float64)).sum(1)) - s[:, 0]).mean()
+    loss = WithInBatchOneHot(build_loss("margin_mse"), weight=0.3)(torch.from_numpy(s), torch.from_numpy(t))
+    assert loss.item() == pytest.approx(margin_mse + 0.3 * ce, rel=1e-5)
+    with pytest.raises(ValueError, match="teacher"):
+        WithInBatchOneHot(build_loss("mse"))(torch.from_numpy(s))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from dualist._io import read_json, write_json
@@ -250,3 +251,20 @@ def test_ignore_identical_ids_equals_pytrec_on_filtered_run():
     assert res.per_query["ndcg@10"] == pytest.approx({q: v["ndcg_cut_10"] for q, v in ref.items()}, abs=1e-12)
     assert res.per_query["mrr"] == pytest.approx({q: v["recip_rank"] for q, v in ref.items()}, abs=1e-12)
     assert evaluate(qrels, run, ["mrr"]).mean != res.mean  # the self-matches did matter
+
+
+def test_hubness_figures_of_a_hand_made_run():
+    from dualist.evaluation import hubness
+
+    # five queries; "hub" is in every top-2, "x" ties with "y" in q5 (trec_eval order: higher id first)
+    run = {"q1": {"hub": 9, "a": 5, "z": 1}, "q2": {"hub": 9, "b": 5}, "q3": {"hub": 9, "c": 5},
+           "q4": {"a": 9, "hub": 8}, "q5": {"x": 1, "y": 1, "hub": 0}}
+    h = hubness(run, k=2, corpus_size=10)
+    assert (h.queries, h.distinct, h.max_occurrence, h.top_doc) == (5, 6, 4, "hub")
+    n = np.array([4, 2, 1, 1, 1, 1] + [0] * 4, dtype=float)  # hub, a, b, c, x, y, and 4 unseen documents
+    assert h.skewness == pytest.approx(((n - n.mean()) ** 3).mean() / n.std() ** 3)
+    assert hubness(run, k=1).distinct == 3  # hub, a and y (y > x)
+    flat = hubness({f"q{i}": {f"d{i}": 1.0} for i in range(4)}, k=10)
+    assert flat.max_occurrence == 1 and flat.skewness == 0.0
+    with pytest.raises(ValueError, match="corpus_size"):
+        hubness(run, k=2, corpus_size=3)

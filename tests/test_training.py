@@ -268,16 +268,16 @@ def test_fresh_start_replaces_an_earlier_run(tmp_path):
 
 # ----------------------------------------------------------------------------------- evaluation & probes
 def test_eval_every_evaluates_inside_an_epoch_and_can_pick_that_step(tmp_path):
-    scores = iter([0.9, 0.1])
+    scores = iter([0.5, 0.9, 0.1])
     _, result = run(tmp_path, epochs=1, eval_every=4,
                     loop={"eval_fn": lambda m: {"ndcg@10": next(scores)}})
     evals = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in evals] == [4, 6]  # every 4 steps, and the epoch end
+    assert [e["step"] for e in evals] == [0, 4, 6]  # the start, every 4 steps, and the epoch end
     assert result.best_step == 4
 
 
 def test_best_checkpoint_follows_select_metric(tmp_path):
-    scores = iter([0.2, 0.9, 0.5])
+    scores = iter([0.1, 0.2, 0.9, 0.5])
     snapshots = {}
 
     def eval_fn(model):
@@ -287,13 +287,42 @@ def test_best_checkpoint_follows_select_metric(tmp_path):
     _, result = run(tmp_path, epochs=3, loop={"eval_fn": eval_fn})
     assert result.best_metric == 0.9 and result.best_step == 12 and result.best_dir == tmp_path / "best"
     best = Toy.from_pretrained(tmp_path / "best")
-    assert all(torch.equal(best.state_dict()[k], v) for k, v in snapshots[1].items())
+    assert all(torch.equal(best.state_dict()[k], v) for k, v in snapshots[2].items())
     chosen = Toy.from_pretrained(result.model_dir)
     assert same_weights(best, chosen)
     assert not same_weights(chosen, Toy.from_pretrained(tmp_path / "final"), atol=1e-6)
     evals = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert [(e["step"], e["ndcg@10"]) for e in evals] == [(6, 0.2), (12, 0.9), (18, 0.5)]
+    assert [(e["step"], e["ndcg@10"]) for e in evals] == [(0, 0.1), (6, 0.2), (12, 0.9), (18, 0.5)]
     assert read_json(tmp_path / "checkpoints/step-18/trainer_state.json")["best_step"] == 12
+
+
+def test_a_run_whose_dev_score_only_falls_keeps_its_starting_model(tmp_path):
+    scores = iter([0.7, 0.6, 0.5, 0.4])  # step 0, then every epoch end: training only hurts on dev
+    _, result = run(tmp_path, epochs=3, loop={"eval_fn": lambda m: {"ndcg@10": next(scores)}})
+    assert result.best_step == 0 and result.best_metric == 0.7
+    chosen, final = Toy.from_pretrained(result.model_dir), Toy.from_pretrained(result.final_dir)
+    assert not same_weights(chosen, final, atol=1e-6)  # training did move the weights ...
+    meta = read_meta(tmp_path)
+    assert meta["best_step"] == 0 and meta["kept_start"] is True  # ... and the record says the start was kept
+
+
+def test_the_start_is_kept_equal_to_the_model_before_training(tmp_path):
+    seen = []
+
+    def eval_fn(model):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"ndcg@10": 1.0 if len(seen) == 1 else 0.0}
+
+    _, result = run(tmp_path, epochs=2, loop={"eval_fn": eval_fn})
+    chosen = Toy.from_pretrained(result.model_dir)
+    assert all(torch.equal(chosen.state_dict()[k], v) for k, v in seen[0].items())
+    assert not all(torch.equal(seen[0][k], v) for k, v in seen[-1].items())
+
+
+def test_eval_start_off_evaluates_only_after_steps(tmp_path):
+    _, result = run(tmp_path, epochs=2, eval_start=False, loop={"eval_fn": lambda m: {"ndcg@10": 0.5}})
+    evals = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [6, 12] and result.best_step == 6
 
 
 def test_missing_select_metric_is_a_config_error(tmp_path):

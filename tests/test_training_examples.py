@@ -103,3 +103,28 @@ def test_teacher_step_scores_every_pair_and_reshapes():
     loss = teacher_step(fake_cross_encoder, b, lambda s: s.sum() * 0 + s[1, 0])
     assert seen["pairs"] == [("x", "A"), ("x", "B"), ("x", "C"), ("y", "D"), ("y", "E"), ("y", "F")]
     assert loss.item() == 3.0  # row 1, column 0
+
+
+def _graded_dataset() -> tuple[Dataset, dict[str, dict[str, float]]]:
+    """q1 cites a and b directly (2), c indirectly (1), judges d irrelevant (0); q2 has only an indirect link."""
+    corpus = {d: {"title": "", "text": f"doc {d}"} for d in "abcdefg"}
+    qrels = {"train": {"q1": {"a": 2, "b": 2, "c": 1, "d": 0}, "q2": {"c": 1}}}
+    ds = Dataset("graded", None, corpus=corpus, queries={"q1": "one", "q2": "two"}, qrels=qrels)
+    run = {"q1": {d: 10.0 - i for i, d in enumerate("cdefgab")}, "q2": {d: 10.0 - i for i, d in enumerate("abcdefg")}}
+    return ds, run
+
+
+def test_min_positive_grade_keeps_direct_links_as_positives_and_never_uses_weaker_ones_as_negatives():
+    ds, run = _graded_dataset()
+    cfg = TrainConfig(num_negatives=4, negatives="top", min_positive_grade=2)
+    examples = ExampleSource(ds, "train", run, cfg).examples(0)
+    assert sorted((e.qid, e.positive) for e in examples) == [("q1", "a"), ("q1", "b")]  # q2 has no grade-2 doc
+    for e in examples:
+        assert e.negatives == ("d", "e", "f", "g")  # c (grade 1) is skipped although BM25 ranks it first
+    default = ExampleSource(ds, "train", run, TrainConfig(num_negatives=4, negatives="top")).examples(0)
+    assert sorted((e.qid, e.positive) for e in default) == [("q1", "a"), ("q1", "b"), ("q1", "c"), ("q2", "c")]
+
+
+def test_min_positive_grade_must_be_at_least_one():
+    with pytest.raises(Exception, match="min_positive_grade"):
+        TrainConfig(min_positive_grade=0)

@@ -199,11 +199,51 @@ def test_in_batch_negatives_add_every_other_querys_documents(tiny_train, tiny_be
     assert len(losses(tmp_path)) == 2
 
 
-def test_in_batch_negatives_with_a_distillation_loss_is_a_config_error(tiny_train, tiny_bert, fake_teacher, tmp_path):
+def test_in_batch_negatives_with_a_distillation_loss_add_a_weighted_one_hot_term(tiny_train, tiny_bert, fake_teacher,
+                                                                                  tmp_path):
     ds, run = tiny_train
-    with pytest.raises(ConfigError, match="no teacher scores for the in-batch"):
-        train_student(ds, "train", run, student_config(tiny_bert), train(in_batch_negatives=True), tmp_path,
-                      loss="margin_mse", teacher_scores=fake_teacher)
+    cfg = train(batch_size=3, num_negatives=2, in_batch_negatives=True, in_batch_weight=0.5, negatives="top")
+    batch = next(ExampleSource(ds, "train", run, cfg, teacher_scores=fake_teacher).batches(0))
+    de = DualEncoder(student_config(tiny_bert)).eval()
+    from dualist.losses import build_loss
+    from dualist.losses.calibration import WithInBatchOneHot
+
+    with torch.no_grad():
+        combined = student_step(de, batch, WithInBatchOneHot(build_loss("margin_mse"), 0.5), in_batch_negatives=True)
+        own = student_step(de, batch, build_loss("margin_mse"))
+        every = student_step(de, batch, lambda scores, _: build_loss("onehot")(scores), in_batch_negatives=True)
+    assert combined.item() == pytest.approx(own.item() + 0.5 * every.item(), rel=1e-5)
+    train_student(ds, "train", run, student_config(tiny_bert), train(max_steps=2, in_batch_negatives=True), tmp_path,
+                  loss="margin_mse", teacher_scores=fake_teacher)
+    assert len(losses(tmp_path)) == 2
+
+
+def test_teacher_calibration_fits_the_starting_students_scale_and_is_recorded(tiny_train, tiny_bert, fake_teacher,
+                                                                             tmp_path):
+    from dualist.losses.calibration import fit_scale
+    from dualist.training.student import fit_calibration
+
+    ds, run = tiny_train
+    cfg = train(max_steps=1, teacher_calibration="fit", num_negatives=3)
+    source = ExampleSource(ds, "train", run, cfg, teacher_scores=fake_teacher)
+    torch.manual_seed(cfg.seed)
+    affine = fit_calibration(DualEncoder(student_config(tiny_bert)), source, max_examples=8)
+    # by hand: the same 8 examples' scores from the starting student
+    de = DualEncoder(student_config(tiny_bert)).eval()
+    batch = next(source.batches(0))
+    with torch.no_grad():
+        s = student_step(de, batch, lambda scores, teacher: scores)[:8]
+    t = batch.teacher_scores[:8]
+    assert (affine.scale, affine.bias) == pytest.approx(tuple(vars(fit_scale(s, t)).values()), rel=1e-5)
+    calibrated = affine(t)
+    centred = lambda x: x - x.mean(1, keepdim=True)  # noqa: E731
+    assert float(centred(calibrated).pow(2).sum()) == pytest.approx(float(centred(s).pow(2).sum()), rel=1e-5)
+    assert float(calibrated.mean()) == pytest.approx(float(s.mean()), abs=1e-4)
+    train_student(ds, "train", run, student_config(tiny_bert), cfg, tmp_path, loss="mse", teacher_scores=fake_teacher)
+    recorded = read_meta(tmp_path)["teacher_calibration"]
+    assert recorded["scale"] > 0 and set(recorded) == {"scale", "bias"}
+    with pytest.raises(ConfigError, match="teacher_calibration"):
+        train_student(ds, "train", run, student_config(tiny_bert), cfg, tmp_path / "onehot", loss="onehot")
 
 
 def test_distillation_needs_teacher_scores(tiny_train, tiny_bert, tmp_path):

@@ -53,8 +53,9 @@ def rank_docs(scores: Mapping[str, float]) -> list[tuple[str, float]]:
     return items
 
 
-def ranked_positives(grades: Mapping[str, int], known: Container[str] | None = None) -> list[str]:
-    """A query's relevant documents (grade > 0), highest grade first, ties in qrels order.
+def ranked_positives(grades: Mapping[str, int], known: Container[str] | None = None, *,
+                     min_grade: int = 1) -> list[str]:
+    """A query's relevant documents (grade >= ``min_grade``), highest grade first, ties in qrels order.
 
     ``known`` keeps only the documents it contains (e.g. the corpus). Training takes the first of
     these as a query's positive, and teacher scoring scores a prefix of the same list, so the two
@@ -64,8 +65,11 @@ def ranked_positives(grades: Mapping[str, int], known: Container[str] | None = N
     ['b', 'a', 'd']
     >>> ranked_positives({"a": 1, "b": 2}, known={"a"})
     ['a']
+    >>> ranked_positives({"a": 1, "b": 2, "c": 0, "d": 2}, min_grade=2)
+    ['b', 'd']
     """
-    judged = [(d, g) for d, g in grades.items() if g > 0 and (known is None or d in known)]
+    floor = max(1, min_grade)
+    judged = [(d, g) for d, g in grades.items() if g >= floor and (known is None or d in known)]
     return [d for d, _ in sorted(judged, key=lambda pair: -pair[1])]  # stable: ties keep qrels order
 
 

@@ -11,6 +11,7 @@ ndcg@10 0.6309
 from __future__ import annotations
 
 from .metrics import DEFAULT_METRICS, SUPPORTED_METRICS, EvalResult, Metric, evaluate, parse_metric, rank_documents
+from .hubness import Hubness, hubness
 from .significance import Comparison, ComparisonRow, PairedTestResult, compare, paired_test
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "compare",
     "Comparison",
     "ComparisonRow",
+    "hubness",
+    "Hubness",
 ]
 
 from .modes import encode_corpus, rerank, retrieve, top_k  # noqa: E402  (needs the metrics above)

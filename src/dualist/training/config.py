@@ -40,8 +40,19 @@ class TrainConfig:
     max_positives: int = opt(
         0, "use at most this many positives per query, highest grade first (0: all); match the teacher "
            "score cache's --max-positives when distilling", fingerprint="if-set")
+    min_positive_grade: int = opt(
+        1, "judged grade a document needs to be a training positive; judged documents below it (grade 1.."
+           "min_positive_grade-1) are never positives nor negatives (e.g. 2 on NFCorpus's graded train qrels: "
+           "direct citations only)", fingerprint="if-set")
     in_batch_negatives: bool = opt(False, "also score every query against the other queries' documents "
-                                          "(dual-encoder, one-hot loss only)")
+                                          "(dual-encoder only); with a distillation loss, adds in_batch_weight x "
+                                          "the one-hot loss over every column, own and in-batch")
+    in_batch_weight: float = opt(1.0, "with in_batch_negatives and a distillation loss: weight of the added "
+                                      "one-hot term", fingerprint="if-set")
+    teacher_calibration: Literal["none", "fit"] = opt(
+        "none", "put the teacher's scores on the student's scale before a distillation loss sees them: fit = "
+                "a * t + b with a, b matching the mean and std of the starting student's scores on the same "
+                "training pairs (dualist.losses.calibration)", fingerprint="if-set")
     checkpoint_every: int = opt(0, "checkpoint every N optimizer steps (0: only at each epoch end)")
     keep_checkpoints: int = opt(2, "step checkpoints to keep, newest first (0: keep all)")
     log_every: int = opt(10, "log the running loss every N optimizer steps")
@@ -70,6 +81,8 @@ class TrainConfig:
                              "each epoch end and the last step, which on a large dataset may be just once",
                           fingerprint="if-set")
     select_metric: str = opt("ndcg@10", "eval_fn metric (higher is better) that picks the best checkpoint")
+    eval_start: bool = opt(True, "with an eval_fn: evaluate the starting model too (step 0), so a run whose "
+                                 "training only hurts on dev keeps its start")
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
@@ -89,5 +102,9 @@ class TrainConfig:
                      "freeze_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_positive_grade < 1:
+            raise ConfigError(f"train.min_positive_grade must be >= 1, got {self.min_positive_grade}")
+        if self.in_batch_weight < 0:
+            raise ConfigError(f"train.in_batch_weight must be >= 0, got {self.in_batch_weight}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")

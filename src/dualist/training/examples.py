@@ -5,7 +5,8 @@ every (query, positive) pair of the training qrels is one example, so a query wi
 documents is seen three times per epoch, each time with another positive; ``positives="first"``
 keeps one example per query, with its highest-graded positive (ties: the one listed first). The
 ``num_negatives`` negatives come from :func:`dualist.candidates.sample_negatives` over the candidate
-run (BM25), never relevant ones; all examples of a query share that epoch's negatives. Queries
+run (BM25), never a judged relevant one of any grade (so with ``min_positive_grade=2`` the grade-1
+documents are neither positives nor negatives); all examples of a query share that epoch's negatives. Queries
 without a positive or without any candidate negative are left out. When a query has fewer
 candidates than ``num_negatives``, its negatives are repeated in turn to fill the row, so every
 batch is rectangular.
@@ -160,7 +161,8 @@ class ExampleSource:
         for qid in sorted(self.qrels):
             if qid not in self.dataset.queries:
                 continue
-            ranked = ranked_positives(self.qrels[qid], self.dataset.corpus)
+            ranked = ranked_positives(self.qrels[qid], self.dataset.corpus,
+                                      min_grade=self.config.min_positive_grade)
             if ranked:
                 keep = 1 if self.config.positives == "first" else self.config.max_positives or len(ranked)
                 out[qid] = ranked[:keep]

@@ -11,7 +11,8 @@ epoch and a function that turns one batch into a loss. Around that it does what 
 - checkpoints every ``checkpoint_every`` steps and at each epoch end, written to a temporary
   folder renamed into place, so a ``checkpoints/step-N/`` folder is always complete;
 - ``resume=True`` continues from the newest checkpoint to the same weights as an uninterrupted run;
-- ``eval_fn`` at each epoch end (and every ``eval_every`` steps) selects the best model, probes record
+- ``eval_fn`` before the first step (``eval_start``), at each epoch end and every ``eval_every`` steps
+  selects the best model, so the starting model is kept when no step beats it on dev; probes record
   scores along the way.
 
 Output layout of ``out_dir``::
@@ -121,8 +122,8 @@ def train_loop(
         steps_per_epoch: how many micro-batches ``batches(epoch)`` yields. An epoch makes
             ``ceil(steps_per_epoch / grad_accum)`` optimizer steps; the last group of an epoch may be
             shorter, and its losses are then averaged over the micro-batches it has.
-        eval_fn: ``eval_fn(model) -> {"ndcg@10": ...}`` at each epoch end, at the last step and every
-            ``config.eval_every`` steps;
+        eval_fn: ``eval_fn(model) -> {"ndcg@10": ...}`` at step 0 (``config.eval_start``), at each epoch
+            end, at the last step and every ``config.eval_every`` steps;
             ``config.select_metric`` (higher is better) picks ``best/``.
         probes: ``probe(model, step) -> dict`` rows for ``probes.jsonl``.
         resume: continue from the newest complete checkpoint in ``out_dir`` (if any). Without it, the
@@ -226,6 +227,8 @@ def train_loop(
         with _deterministic(device.type == "cpu"):
             if state.step == 0 and probes:
                 run_probes(0)
+            if state.step == 0 and eval_fn is not None and config.eval_start:
+                evaluate(0, 0)  # the start is a candidate: a run that only hurts on dev keeps it
             model.train()
             optimizer.zero_grad(set_to_none=True)
             for epoch in range(state.epoch, num_epochs):
@@ -321,12 +324,16 @@ def train_loop(
     with _atomic_dir(final_dir) as tmp:
         save_fn(model, tmp)
     best_dir = out_dir / "best" if eval_fn is not None and (out_dir / "best").exists() else None
+    if best_dir is not None and state.best_step == 0:
+        logger.warning("no training step beat the starting model on dev (%s %.4f at step 0): %s/model is the "
+                       "starting model", config.select_metric, state.best_metric, out_dir)
     model_dir = out_dir / "model"
     with _atomic_dir(model_dir) as tmp:
         shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True)
     write_meta(out_dir, stage=stage, config=all_config, inputs=inputs,
                extra={"resolved": resolved, **run_meta, "status": "done", "steps": state.step,
                       "best_metric": state.best_metric, "best_step": state.best_step,
+                      "kept_start": best_dir is not None and state.best_step == 0,
                       "select_metric": config.select_metric if eval_fn is not None else None})
     return TrainResult(out_dir=out_dir, model_dir=model_dir, final_dir=final_dir, best_dir=best_dir,
                        best_metric=state.best_metric, best_step=state.best_step, steps=state.step,

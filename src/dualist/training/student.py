@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -11,13 +12,14 @@ import torch
 
 from dualist._io import fingerprint_obj
 from dualist.errors import ConfigError
+from dualist.losses.calibration import Affine, Calibrated, WithInBatchOneHot, fit_scale
 from dualist.training.config import TrainConfig
 from dualist.training.examples import Batch, ExampleSource, with_in_batch_negatives
 from dualist.training.loop import seed_everything, train_loop
 from dualist.training.scoring import MissingScoreError, TeacherScores
 from dualist.training.teacher import _run_ids
 
-__all__ = ["train_student", "student_step"]
+__all__ = ["train_student", "student_step", "fit_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +58,14 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     ``candidates_run``); distillation losses (``requires_teacher``) read the teacher's score of
     every (query, document) cell from ``teacher_scores`` (:func:`score_candidates`).
 
+    With ``train_config.in_batch_negatives`` a distillation loss is applied to the own candidates and
+    ``in_batch_weight`` x the one-hot loss to all columns (:class:`~dualist.losses.calibration.WithInBatchOneHot`);
+    with ``teacher_calibration="fit"`` the teacher's scores are first put on the starting student's
+    scale (:func:`fit_calibration`), and the fitted map is recorded in ``dualist.json``.
+
     Raises:
-        ConfigError: the loss needs teacher scores and none were given, or in-batch negatives were
-            asked for with a distillation loss.
+        ConfigError: the loss needs teacher scores and none were given, or teacher calibration was
+            asked for with a loss that uses no teacher scores.
         MissingScoreError: a training pair has no teacher score (says which, and how to fix it).
     """
     from dualist.losses import build_loss
@@ -70,10 +77,9 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
         raise ConfigError(f"loss {loss!r} distills the teacher's scores, but no teacher_scores were given; "
                           "score the candidates first (`dualist score-teacher`, dualist.training.score_candidates) "
                           "or use loss='onehot'")
-    if distill and train_config.in_batch_negatives:
-        raise ConfigError(f"train.in_batch_negatives cannot be used with the distillation loss {loss!r}: the "
-                          "teacher never scored a query against the other queries' documents, so there are no "
-                          "teacher scores for the in-batch columns. Use loss='onehot' or turn it off.")
+    if train_config.teacher_calibration != "none" and not distill:
+        raise ConfigError(f"train.teacher_calibration={train_config.teacher_calibration!r} calibrates teacher "
+                          f"scores, but loss {loss!r} uses none; set it to 'none' or pick a distillation loss")
     if teacher_scores is not None and not distill:
         logger.info("loss %r does not use teacher scores; ignoring them", loss)
         teacher_scores = None
@@ -87,6 +93,15 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
         _check_teacher_scores(source, teacher_scores)
     logger.info("student (%s): %d examples, %d batches per epoch", loss, source.num_examples, source.num_batches)
 
+    calibration = None
+    if distill and train_config.teacher_calibration == "fit":
+        calibration = fit_calibration(model, source)
+        logger.info("student (%s): teacher scores calibrated as %.4g * t + %.4g", loss, calibration.scale,
+                    calibration.bias)
+        loss_fn = Calibrated(loss_fn, calibration)
+    if distill and train_config.in_batch_negatives:  # the teacher scored no in-batch pair: labels only there
+        loss_fn = WithInBatchOneHot(loss_fn, train_config.in_batch_weight)
+
     def step_fn(model: Any, batch: Batch) -> torch.Tensor:
         return student_step(model, batch, loss_fn, in_batch_negatives=train_config.in_batch_negatives)
 
@@ -95,12 +110,34 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
         inputs["teacher_scores"] = teacher_scores.fingerprint
     meta = {"stage": "train-student", "config": {"model": model_config, "loss": loss, "loss_kwargs": loss_kwargs or {}},
             "inputs": inputs}
+    if calibration is not None:
+        meta["teacher_calibration"] = dataclasses.asdict(calibration)
     result = train_loop(model, source.batches, step_fn, train_config, out_dir,
                         steps_per_epoch=source.num_batches, eval_fn=eval_fn, probes=probes, resume=resume,
                         meta=meta)
     if model.prefix_cache is not None:
         logger.info("student (%s): %r", loss, model.prefix_cache)
     return result.model_dir
+
+
+def fit_calibration(model: Any, source: ExampleSource, *, max_examples: int = 256) -> Affine:
+    """Fit :func:`dualist.losses.calibration.fit_scale` on the starting student's scores of the first
+    ``max_examples`` training examples of epoch 0 (their own candidates, no in-batch columns)."""
+    student, teacher = [], []
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in source.batches(0):
+                q = model.embed_queries(batch.queries)
+                texts, index = batch.unique_docs()
+                student.append(model.similarity(q, model.embed_docs(texts)[index.to(q.device)]).float().cpu())
+                teacher.append(batch.teacher_scores)
+                if sum(len(s) for s in student) >= max_examples:
+                    break
+    finally:
+        model.train(was)
+    return fit_scale(torch.cat(student)[:max_examples], torch.cat(teacher)[:max_examples])
 
 
 def _check_teacher_scores(source: ExampleSource, teacher_scores: TeacherScores) -> None:
