@@ -38,6 +38,20 @@ def test_report_has_every_row_and_plot(repro):
     assert res["timings"]["total"] > 0 and res["version"]
     assert len(res["claims"]) == 4  # one paragraph each, not run together
     assert html.count("<p>SUPPORTED: ") + html.count("<p>NOT SUPPORTED: ") == len(res["claims"])
+    # hubness of every retrieval run (BM25 and the dual-encoders), none for the cross-encoder
+    hub = {r["model"]: (r["top-10 distinct docs"], r["top-10 max occurrence"]) for r in res["rows"]}
+    assert hub["CA teacher"] == (None, None)
+    corpus = res["settings"]["documents"]
+    for model in ("BM25", "DE zero-shot", "DE + M3SE"):
+        distinct, top = hub[model]
+        assert 10 <= distinct <= corpus and 1 <= top <= res["settings"]["queries (train/dev/test)"][2]
+    assert "top-10 distinct docs" in html
+    # the step each trained model was chosen at, evaluated from step 0
+    chosen = {r["model"]: r for r in res["selection"]}
+    assert chosen["CA teacher"]["steps"] == 3 and 0 <= chosen["CA teacher"]["chosen step"] <= 3
+    assert all(r["kept start"] == (r["chosen step"] == 0) for r in res["selection"])
+    assert len(res["selection"]) == 1 + 6
+    assert res["settings"]["training qrels"] == "qrels/train.tsv (BEIR)"
 
 
 def test_rerun_skips_finished_stages(repro, caplog):
@@ -111,7 +125,7 @@ def test_teacher_eval_every_picks_the_checkpoint_on_dev_along_the_way(tiny_beir,
     assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
                  "--losses", "onehot", "--out", str(out)]) == 0
     evals = [json.loads(line) for line in (out / "models/teacher/eval.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in evals] == [1, 2, 3]
+    assert [e["step"] for e in evals] == [0, 1, 2, 3]  # the start, then every step
     res = json.loads((out / "results.json").read_text())
     assert res["settings"]["profile"]["teacher_eval_every"] == 1
 
@@ -272,3 +286,23 @@ def test_students_with_frozen_layers_share_them_in_the_evaluation(tiny_beir, tin
         recorded = json.loads((out / f"results/{loss}-s0.json").read_text())["rerank_test"]["mean"]
         assert evaluate(ds.qrels_for("test"), run, ["ndcg@10"]).mean["ndcg@10"] == pytest.approx(
             recorded["ndcg@10"], abs=1e-6)
+
+
+def test_graded_train_qrels_shipped_with_a_dataset_are_used_and_named(tiny_beir, tiny_bert, tmp_path):
+    import shutil
+
+    data = tmp_path / "graded"
+    shutil.copytree(tiny_beir, data)
+    (data / "extra").mkdir()
+    shutil.copy(data / "qrels" / "train.tsv", data / "extra" / "train.graded-2-1-0.tsv")  # grades 2 and 1
+    out = tmp_path / "out"
+    assert main(["repro", "--dataset", str(data), "--model", str(tiny_bert), "--override", TINY,
+                 "--losses", "onehot", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["training qrels"] == "train.graded-2-1-0.tsv"
+    assert res["settings"]["positive grade"] == ">= 2"
+    # off by override: BEIR's own file, every judged document a positive
+    assert main(["repro", "--dataset", str(data), "--model", str(tiny_bert), "--override", TINY + ",train_qrels=beir",
+                 "--losses", "onehot", "--out", str(tmp_path / "beir")]) == 0
+    res = json.loads((tmp_path / "beir" / "results.json").read_text())
+    assert res["settings"]["positive grade"] == ">= 1"

@@ -63,3 +63,32 @@ def test_candidates_replaced_by_an_unfinished_run_are_not_taken_as_done(tiny_bei
     monkeypatch.setattr(dualist.data, "write_trec_run", real_write)
     assert max(len(docs) for docs in read_trec_run(out).values()) == 3  # the killed run's output
     assert run_candidates(ds, "dev", out, k=5) == first
+
+
+def test_train_qrels_replace_the_training_judgements_and_are_found_where_a_dataset_ships_them(tiny_beir, tmp_path):
+    import shutil
+
+    from dualist.errors import DataError
+    from dualist.stages import dataset_fingerprint, graded_train_qrels, load_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_beir, data)
+    assert graded_train_qrels(data) is None
+    plain = load_dataset(data)
+    graded = {q: {d: 2 for d in docs} for q, docs in list(plain.qrels_for("train").items())[:3]}
+    (data / "extra").mkdir()
+    path = data / "extra" / "train.graded-2-1-0.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q, docs in graded.items() for d, g in docs.items()))
+    assert graded_train_qrels(data) == path
+    ds = load_dataset(data, train_qrels=path)
+    assert ds.qrels_for("train") == graded and ds.qrels_for("test") == plain.qrels_for("test")
+    assert dataset_fingerprint(ds, "train") != dataset_fingerprint(plain, "train")
+    leak = next(iter(plain.qrels_for("test")))
+    bad = tmp_path / "leak.tsv"
+    bad.write_text(f"{leak}\td000\t1\n")
+    with pytest.raises(DataError, match="another split"):
+        load_dataset(data, train_qrels=bad)
+    bad.write_text("nosuchquery\td000\t1\n")
+    with pytest.raises(DataError, match="not in the dataset"):
+        load_dataset(data, train_qrels=bad)

@@ -41,6 +41,8 @@ class DataArgs:
     strict: bool = opt(False, "treat qrels rows that point at unknown queries/documents as errors")
     dev_fraction: float = opt(0.0, "carve this fraction of train queries as dev when the data has no dev "
                                     "split (0 = never)")
+    train_qrels: str = opt("", "qrels file (BEIR TSV or TREC) to use as the training split's judgements instead of "
+                               "qrels/train.tsv, e.g. NFCorpus's graded extra/train.graded-2-1-0.tsv")
 
 
 @dataclass
@@ -164,7 +166,7 @@ def _dataset(d: DataArgs) -> Any:
     from dualist.stages import load_dataset
 
     return load_dataset(_need(d.data, "--data", "a BEIR folder or dataset name"), strict=d.strict,
-                        dev_fraction=d.dev_fraction or None)
+                        dev_fraction=d.dev_fraction or None, train_qrels=d.train_qrels or None)
 
 
 def _read_run(path: str, flag: str) -> dict[str, dict[str, float]]:

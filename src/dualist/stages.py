@@ -71,14 +71,35 @@ def mark_done(out: str | Path, fingerprint: str, **info: Any) -> None:
 
 # --------------------------------------------------------------------------- data and models
 def load_dataset(data: str | Path, *, dev_fraction: float | None = None, seed: int = 13,
-                 strict: bool = False) -> Any:
+                 strict: bool = False, train_qrels: str | Path | None = None) -> Any:
     """Load a BEIR dataset; when it has no ``dev`` split and ``dev_fraction`` is set, carve one.
+
+    ``train_qrels``: a qrels file (BEIR TSV or TREC) that replaces the ``train`` split's judgements,
+    e.g. NFCorpus's graded ``extra/train.graded-2-1-0.tsv`` (BEIR ships its train qrels with every
+    grade set to 1). Its queries must be queries of the dataset.
 
     The carved dev queries are removed from ``train`` (a fixed, seeded slice, DESIGN.md §4).
     """
-    from dualist.data import carve_dev, load_beir
+    from dualist.data import carve_dev, load_beir, read_qrels
+    from dualist.errors import DataError
 
     ds = load_beir(data, strict=strict)
+    if train_qrels:
+        qrels = read_qrels(train_qrels)
+        unknown = sorted(q for q in qrels if q not in ds.queries)
+        if unknown:
+            raise DataError(f"{len(unknown)} of its {len(qrels)} queries are not in the dataset's queries.jsonl "
+                            f"(e.g. {unknown[:3]})", path=Path(train_qrels),
+                            hint="pass the training qrels of this dataset")
+        held_out = sorted(set(qrels) & {q for s in ds.splits if s != "train" for q in ds.qrels_for(s)})
+        if held_out:
+            raise DataError(f"{len(held_out)} of its queries belong to another split (e.g. {held_out[:3]}); "
+                            "training on them would leak evaluation queries", path=Path(train_qrels),
+                            hint="pass a file of training queries only")
+        ds.qrels["train"] = {q: dict(docs) for q, docs in qrels.items()}
+        ds.train_qrels_file = Path(train_qrels).name  # type: ignore[attr-defined]
+        logger.info("training qrels from %s: %d queries, %d judged pairs", train_qrels, len(qrels),
+                    sum(len(d) for d in qrels.values()))
     if dev_fraction and "dev" not in ds.splits and "train" in ds.splits:
         train, dev = carve_dev(ds.qrels_for("train"), fraction=dev_fraction, seed=seed)
         ds.qrels["train"] = train
@@ -87,6 +108,14 @@ def load_dataset(data: str | Path, *, dev_fraction: float | None = None, seed: i
         logger.info("carved a dev split of %d queries from train (fraction %.2f, seed %d)",
                     len(dev), dev_fraction, seed)
     return ds
+
+
+def graded_train_qrels(data: str | Path) -> Path | None:
+    """A dataset's graded training qrels where it ships them beside BEIR's (``extra/train.graded*.tsv``,
+    as NFCorpus's original 2/1/0 judgements), else None."""
+    folder = Path(data) / "extra"
+    found = sorted(folder.glob("train.graded*.tsv")) if folder.is_dir() else []
+    return found[0] if found else None
 
 
 def dataset_fingerprint(dataset: Any, split: str | None = None) -> str:

@@ -39,6 +39,7 @@ from dualist.losses.rankdistil import RankDistilLoss
 
 __all__ = [
     "LOSSES",
+    "SCORE_MATCHING",
     "LossName",
     "build_loss",
     "OneHotCELoss",
@@ -61,6 +62,10 @@ LOSSES: dict[str, type[nn.Module]] = {
     "m3se": M3SELoss,
 }
 """Loss name -> loss class."""
+
+SCORE_MATCHING: tuple[str, ...] = tuple(name for name, cls in LOSSES.items() if getattr(cls, "matches_scores", False))
+"""Losses that compare the teacher's scores or margins as numbers (MSE, Margin-MSE, M3SE), so the
+teacher's scale matters to them: the ones ``teacher_calibration`` is for."""
 
 if tuple(LOSSES) != get_args(LossName):  # pragma: no cover - a maintenance error, caught on import
     raise AssertionError(f"LossName {get_args(LossName)} and LOSSES {tuple(LOSSES)} disagree")

@@ -56,6 +56,7 @@ class SoftmaxKLLoss(nn.Module):
     """
 
     requires_teacher: ClassVar[bool] = True
+    matches_scores: ClassVar[bool] = False
 
     def __init__(self, *, temperature: float = 1.0) -> None:
         super().__init__()

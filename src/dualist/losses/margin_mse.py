@@ -50,6 +50,7 @@ class MarginMSELoss(nn.Module):
     """
 
     requires_teacher: ClassVar[bool] = True
+    matches_scores: ClassVar[bool] = True  # compares absolute scores or margins: calibrate the teacher first
 
     def forward(self, student_scores: Tensor, teacher_scores: Tensor | None = None,
                 labels: Tensor | None = None) -> Tensor:

@@ -50,6 +50,7 @@ class OneHotCELoss(nn.Module):
     """
 
     requires_teacher: ClassVar[bool] = False
+    matches_scores: ClassVar[bool] = False
 
     def forward(self, student_scores: Tensor, teacher_scores: Tensor | None = None,
                 labels: Tensor | None = None) -> Tensor:

@@ -69,6 +69,7 @@ class RankDistilLoss(nn.Module):
     """
 
     requires_teacher: ClassVar[bool] = True
+    matches_scores: ClassVar[bool] = False
 
     def __init__(self, *, k: int | None = None, num_samples: int = 1, temperature: float = 1.0,
                  seed: int | None = None, generator: torch.Generator | None = None) -> None:

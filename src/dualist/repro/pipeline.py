@@ -47,6 +47,7 @@ LOSS_LABELS = {
     "m3se": "DE + M3SE",
 }
 BM25_LABEL, ZERO_SHOT_LABEL, TEACHER_LABEL = "BM25", "DE zero-shot", "CA teacher"
+HUB_DISTINCT, HUB_MAX = "top-10 distinct docs", "top-10 max occurrence"  # retrieval hubness (evaluation.hubness)
 RERANK_METRICS = ["mrr@10", "ndcg@10"]
 RETRIEVAL_METRICS = ["ndcg@10", "mrr@10", "recall@100"]
 
@@ -182,7 +183,13 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         raise ConfigError(f"--losses: unknown {unknown}; choose from {ALL_LOSSES}")
     prof = _profile(args)
     data_path = resolve_dataset(args.dataset, args.data_root)
-    ds = load_dataset(data_path, dev_fraction=0.1, seed=args.seed)
+    from dualist.stages import graded_train_qrels
+
+    graded = graded_train_qrels(data_path) if prof.train_qrels == "auto" and Path(data_path).is_dir() else None
+    ds = load_dataset(data_path, dev_fraction=0.1, seed=args.seed, train_qrels=graded)
+    min_grade = prof.graded_min_grade if graded is not None else 1
+    if graded is not None:
+        logger.info("training on the graded qrels %s; positives need grade >= %d", graded.name, min_grade)
     name = Path(data_path).name if Path(data_path).is_dir() else args.dataset
     work = Path(args.out or f"repro/{name}-{prof.name}")
     resumed = work.is_dir() and any(work.iterdir())
@@ -197,7 +204,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         for split in ("train", "dev", "test"):
             runs[split] = run_candidates(ds, split, work / "runs" / f"{split}.bm25.trec", k=prof.candidates_k)
 
-    samples = _Samples.of(ds, runs, prof, args.seed)
+    samples = _Samples.of(ds, runs, prof, args.seed, min_grade=min_grade)
     # a fixed training query for the score-evolution probes (5 positives, 5 hard negatives), one the
     # students train on
     from dualist.diagnostics import pick_probe_query, select_probe_docs
@@ -249,28 +256,37 @@ class _Samples:
     train_ids: list[str] | None
     select_ids: list[str] | None
     max_positives: int  # positives per training query, scored and trained on (0: all)
+    min_grade: int = 1  # the grade a training positive needs (2 on graded NFCorpus qrels)
 
     @classmethod
-    def of(cls, ds: Any, runs: dict, prof: Profile, seed: int) -> "_Samples":
-        train_ids = _sample([q for q in runs["train"] if q in ds.queries_for("train")], prof.score_queries, seed)
-        select_ids = _sample([q for q in runs["dev"] if q in ds.queries_for("dev")], prof.select_queries, seed)
-        train_run = runs["train"] if train_ids is None else {q: runs["train"][q] for q in train_ids}
+    def of(cls, ds: Any, runs: dict, prof: Profile, seed: int, *, min_grade: int = 1) -> "_Samples":
         from dualist.data import ranked_positives
 
-        qrels, cap = ds.qrels_for("train"), prof.score_positives
-        binds = cap > 0 and any(len(ranked_positives(qrels.get(q, {}), ds.corpus)) > cap for q in train_run)
+        qrels = ds.qrels_for("train")
+        usable = [q for q in runs["train"] if q in ds.queries_for("train")
+                  and (min_grade <= 1 or ranked_positives(qrels[q], ds.corpus, min_grade=min_grade))]
+        train_ids = _sample(usable, prof.score_queries, seed)
+        if train_ids is None and len(usable) < len(runs["train"]):
+            train_ids = sorted(usable)
+        select_ids = _sample([q for q in runs["dev"] if q in ds.queries_for("dev")], prof.select_queries, seed)
+        train_run = runs["train"] if train_ids is None else {q: runs["train"][q] for q in train_ids}
+        cap = prof.score_positives
+        binds = cap > 0 and any(len(ranked_positives(qrels.get(q, {}), ds.corpus, min_grade=min_grade)) > cap
+                                for q in train_run)
         max_positives = cap if binds else 0
         if train_ids is not None or select_ids is not None or max_positives:
             logger.info("capped samples: %s training queries scored and trained on, %s positives each, %s dev "
                         "queries for checkpoint selection", len(train_ids) if train_ids else "all",
                         f"at most {max_positives}" if max_positives else "all",
                         len(select_ids) if select_ids else "all")
-        return cls(train_run, train_ids, select_ids, max_positives)
+        return cls(train_run, train_ids, select_ids, max_positives, min_grade)
 
     def fingerprint_parts(self, *, train: bool) -> list[Any]:
         parts: list[Any] = []
         if train and self.train_ids is not None:
             parts.append({"train_queries": self.train_ids})
+        if self.min_grade > 1:
+            parts.append({"min_positive_grade": self.min_grade})
         if self.select_ids is not None:
             parts.append({"select_queries": self.select_ids})
         return parts
@@ -330,7 +346,8 @@ def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                        num_negatives=prof.teacher_negatives, negatives="range", neg_rank_min=1,
                        neg_rank_max=prof.candidates_k, seed=args.seed, device=args.device,
                        probe_every=prof.probe_every, select_metric="ndcg@10", eval_every=prof.teacher_eval_every,
-                       max_positives=samples.max_positives, lean_activations=prof.lean_activations)
+                       max_positives=samples.max_positives, lean_activations=prof.lean_activations,
+                       min_positive_grade=samples.min_grade, eval_start=prof.eval_start)
     fp = fingerprint_obj(["teacher", dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, *samples.fingerprint_parts(train=False)])
     done = _finished_model(out, fp)
@@ -358,6 +375,7 @@ def _score_teacher(ds: Any, samples: _Samples, prof: Profile, work: Path, teache
 
 def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, loss: str, seed: int,
                    teacher_scores: Any, probe: Any, samples: _Samples) -> Path:
+    from dualist.losses import SCORE_MATCHING
     from dualist.stages import dataset_fingerprint, dev_eval_fn, mark_done
     from dualist.training import TrainConfig, train_student
 
@@ -369,7 +387,11 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                        num_negatives=prof.student_negatives, negatives="range", neg_rank_min=1,
                        neg_rank_max=prof.score_depth, seed=seed, device=args.device,
                        probe_every=prof.probe_every, select_metric="ndcg@10", max_positives=samples.max_positives,
-                       freeze_layers=prof.student_freeze_layers, lean_activations=prof.lean_activations)
+                       freeze_layers=prof.student_freeze_layers, lean_activations=prof.lean_activations,
+                       min_positive_grade=samples.min_grade, eval_start=prof.eval_start,
+                       eval_every=prof.student_eval_every, in_batch_negatives=prof.in_batch,
+                       in_batch_weight=prof.in_batch_weight,
+                       teacher_calibration="fit" if prof.calibrate and loss in SCORE_MATCHING else "none")
     scores_fp = getattr(teacher_scores, "fingerprint", None) if teacher_scores is not None else None
     fp = fingerprint_obj(["student", loss, dataset_fingerprint(ds, "train"), dataset_fingerprint(ds, "dev"),
                           mcfg, tcfg, prof.dev_depth, scores_fp, *samples.fingerprint_parts(train=True)])
@@ -399,6 +421,7 @@ def _evaluate_model(key: str, model: Any, ds: Any, runs: dict, prof: Profile, wo
     """Evaluate one model (re-rank test/dev/train-subset; retrieval test for DEs), cached by fingerprint."""
     from dualist.data import write_trec_run
     from dualist.evaluation import evaluate
+    from dualist.evaluation.hubness import hubness
     from dualist.evaluation.modes import encode_corpus, rerank, retrieve
     from dualist.stages import clear_done, is_done, mark_done
 
@@ -412,6 +435,7 @@ def _evaluate_model(key: str, model: Any, ds: Any, runs: dict, prof: Profile, wo
         res["rerank_test"] = evaluate(ds.qrels_for("test"), _cut(runs["test"], prof.rerank_depth),
                                       RERANK_METRICS).to_dict()
         res["retrieval_test"] = evaluate(ds.qrels_for("test"), runs["test"], RETRIEVAL_METRICS).to_dict()
+        res["hubness_test"] = hubness(runs["test"], k=10, corpus_size=len(ds.corpus)).to_dict()
         res["rerank_dev"] = evaluate(ds.qrels_for("dev"), _cut(runs["dev"], prof.dev_depth),
                                      RERANK_METRICS).to_dict()
         train_qrels = {q: ds.qrels_for("train")[q] for q in gap_q}
@@ -439,6 +463,7 @@ def _evaluate_model(key: str, model: Any, ds: Any, runs: dict, prof: Profile, wo
                        doc_embeddings=doc_emb)
         write_trec_run(ret, work / "runs" / f"test.{key}.retrieval.trec", tag=key)
         res["retrieval_test"] = evaluate(ds.qrels_for("test"), ret, RETRIEVAL_METRICS).to_dict()
+        res["hubness_test"] = hubness(ret, k=10, corpus_size=len(ds.corpus)).to_dict()
     write_json(out, res)
     mark_done(out, fp)
     return res
@@ -497,6 +522,22 @@ def _per_query_mean(evals: dict, keys: list[str], section: str, metric: str) -> 
     return {q: float(np.mean([p[q] for p in per])) for q in qids}
 
 
+def _selection_rows(work: Path, teacher_dir: Path, students: dict, losses: list[str], base_seed: int
+                    ) -> list[dict[str, Any]]:
+    """Per trained model: the step its checkpoint was chosen at on dev, from its run's dualist.json."""
+    from dualist._io import read_meta
+
+    runs = [(TEACHER_LABEL, work / "models" / "teacher")]
+    runs += [(f"{LOSS_LABELS[loss]} (seed {base_seed + s})", path.parent)
+             for (loss, s), path in sorted(students.items(), key=lambda kv: (losses.index(kv[0][0]), kv[0][1]))]
+    rows = []
+    for label, folder in runs:
+        meta = read_meta(folder) or {}
+        rows.append({"model": label, "chosen step": meta.get("best_step"), "steps": meta.get("steps"),
+                     "dev nDCG@10": meta.get("best_metric"), "kept start": bool(meta.get("kept_start"))})
+    return rows
+
+
 def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, runs: dict, evals: dict,
                students: dict, teacher_dir: Path, timer: _Timer, t_start: float, version: str,
                samples: _Samples) -> dict[str, Any]:
@@ -522,6 +563,9 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
             r[col] = mean
             if len(keys) > 1:
                 r[col + " std"] = std
+        hub = [evals[k]["hubness_test"] for k in keys if "hubness_test" in evals[k]]
+        r[HUB_DISTINCT] = float(np.mean([h["distinct"] for h in hub])) if hub else None
+        r[HUB_MAX] = float(np.mean([h["max_occurrence"] for h in hub])) if hub else None
         return r
 
     rows = [row(BM25_LABEL, ["bm25"], False), row(ZERO_SHOT_LABEL, ["zeroshot"], True),
@@ -532,6 +576,7 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
                "dev nDCG@10"]
     if len(seeds) > 1:  # mean ± std over seeds: the std sits in the column right after its mean
         columns = ["model"] + [c for col in columns[1:] for c in (col, col + " std")]
+    columns += [HUB_DISTINCT, HUB_MAX]
 
     # significance: each distilled student vs the one-hot DE, per-query re-rank nDCG@10 (mean over seeds)
     significance = {}
@@ -594,6 +639,8 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
                 "dev queries for checkpoint selection": (len(samples.select_ids) if samples.select_ids is not None
                                                          else len(ds.queries_for("dev"))),
                 "documents": len(ds.corpus),
+                "training qrels": getattr(ds, "train_qrels_file", "qrels/train.tsv (BEIR)"),
+                "positive grade": f">= {samples.min_grade}",
                 "resumed work folder": timer.resumed}
     if args.override:
         settings["override"] = list(args.override)
@@ -621,6 +668,13 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
         sections.append({"title": f"Score evolution (training query {_probe_query_of(work)})",
                          "text": "Scores of 5 positives (solid) and 5 negatives (dashed) across training steps.",
                          "image": img["evolution"], "table": None})
+    selection_rows = _selection_rows(work, teacher_dir, students, losses, args.seed)
+    sections.append({"title": "Checkpoint selection on dev",
+                     "text": "The step each model was taken at (dev nDCG@10, evaluated at step 0 too). A model "
+                             "whose chosen step is 0 never beat its start on dev and is its starting model.",
+                     "image": None, "table": {"rows": selection_rows,
+                                              "columns": ["model", "chosen step", "steps", "dev nDCG@10",
+                                                          "kept start"]}})
     if sig_rows:
         sections.append({"title": "Paired permutation test vs DE one-hot (test re-rank nDCG@10)",
                          "text": f"{len(seeds)} seed(s); per-query values averaged over seeds.",
@@ -632,7 +686,8 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
                  notes=notes)
     results = {"dataset": name, "profile": prof.name, "version": version, "rows": rows, "gaps": gaps,
                "margins": margin_summary, "significance": significance, "claims": claims,
-               "best_distilled_on_dev": best_loss, "settings": settings, "timings": timings}
+               "best_distilled_on_dev": best_loss, "selection": selection_rows, "settings": settings,
+               "timings": timings}
     write_json(work / "results.json", results)
     print(_console_table(rows, columns))
     print("\n".join(claims))

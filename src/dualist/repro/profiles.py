@@ -49,6 +49,14 @@ class Profile:
     student_lr: float = 5e-5
     student_freeze_layers: int = 0  # students keep the embeddings and first N layers fixed (computed once per text)
     lean_activations: bool = False  # teacher and students recompute attention softmax and GELU in backward
+    # the distillation recipe (each a switch, so an ablation turns one off with --override)
+    train_qrels: Literal["auto", "beir"] = "auto"  # auto: the dataset's graded train qrels where it ships them
+    graded_min_grade: int = 2       # with graded train qrels: the grade a positive needs (lower grades are unused)
+    eval_start: bool = True         # the starting model is a checkpoint candidate (dev evaluation at step 0)
+    student_eval_every: int = 0     # also pick the students' checkpoint on dev every N steps
+    calibrate: bool = True          # MSE, Margin-MSE and M3SE see teacher scores fitted to the student's scale
+    in_batch: bool = True           # every student also trains against the other queries' documents
+    in_batch_weight: float = 1.0    # weight of the one-hot in-batch term added to a distillation loss
     # bookkeeping
     probe_every: int = 20
     batch_size_infer: int = 64
