@@ -55,6 +55,19 @@ class CandidatesArgs:
 
 
 @dataclass
+class MineArgs:
+    split: str = opt("train", "split whose queries to mine negatives for")
+    model: str = opt("minilm-l6", "dual-encoder that retrieves from the whole corpus: a student folder or a model spec "
+                                  "(default: the zero-shot start)")
+    teacher: str = opt("", "cross-encoder folder that drops mined documents it scores like a judged positive "
+                           "(empty = no denoising)")
+    k: int = opt(100, "mined candidates kept per query (judged documents never count)")
+    margin: float = opt(0.0, "drop a mined document when teacher(q, d) >= the query's lowest positive score - MARGIN")
+    batch_size: int = opt(64, "texts per forward pass")
+    out: str = opt("", "output TREC run file, e.g. runs/train.mined.trec (use it as --candidates)")
+
+
+@dataclass
 class TeacherArgs:
     split: str = opt("train", "training split")
     candidates: str = opt("", "TREC run of BM25 candidates for the training queries (negatives come from it)")
@@ -196,6 +209,22 @@ def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
     run = run_candidates(ds, a.split, out, k=a.k, k1=a.k1, b=a.b)
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(run)} queries, top-{a.k} BM25")
+
+
+def cmd_mine(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.stages import run_mining
+
+    d = config_from_args(DataArgs, ns, cfg)
+    a = config_from_args(MineArgs, ns, cfg)
+    out = _need(a.out, "--out", "the TREC run file to write")
+    if a.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {a.k}")
+    ds = _dataset(d)
+    run = run_mining(ds, a.split, out, model=a.model, teacher=a.teacher or None, k=a.k, margin=a.margin,
+                     batch_size=a.batch_size)
+    _write_resolved(out, {"data": d, "args": a})
+    print(f"wrote {out}: {len(run)} queries, dense top-{a.k} without judged documents"
+          + (", denoised by the teacher" if a.teacher else ""))
 
 
 def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
@@ -347,6 +376,9 @@ def _subcommands() -> list[tuple[str, Any, str, list[tuple[type, str | None, str
     return [
         ("candidates", cmd_candidates, "BM25 top-K candidates for a split, written as a TREC run",
          [(DataArgs, None, "data"), (CandidatesArgs, None, "candidates")]),
+        ("mine", cmd_mine, "hard negatives: a dual-encoder's top-K over the whole corpus, judged documents and "
+                           "(with --teacher) likely unjudged positives removed, written as a candidate TREC run",
+         [(DataArgs, None, "data"), (MineArgs, None, "mining")]),
         ("train-teacher", cmd_train_teacher,
          "train the cross-encoder teacher (listwise softmax CE over positive + BM25 negatives)",
          [(DataArgs, None, "data"), (TeacherArgs, None, "teacher"), (CrossEncoderConfig, "model", "model"),

@@ -7,6 +7,7 @@ stage whose marker matches is skipped, so an interrupted or repeated run only re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -190,6 +191,36 @@ def run_candidates(dataset: Any, split: str, out: str | Path, *, k: int = 100, f
     run = retriever.search(dataset.queries_for(split), k=k)
     write_trec_run(run, out, tag="bm25")
     mark_done(out, fp, stage="candidates", split=split, k=k, params=bm25_params, seconds=time.time() - t0)
+    return read_trec_run(out)
+
+
+def run_mining(dataset: Any, split: str, out: str | Path, *, model: str, teacher: str | None = None, k: int = 100,
+               margin: float = 0.0, batch_size: int = 64, force: bool = False) -> dict[str, dict[str, float]]:
+    """Dense hard negatives for the queries of ``split`` (:func:`dualist.candidates.mining.mine_negatives`),
+    written as a TREC run usable wherever BM25 candidates are (skipped when up to date).
+
+    ``model`` is a dual-encoder folder or model spec (e.g. ``minilm-l6`` for the zero-shot start);
+    ``teacher`` an optional cross-encoder folder that removes likely unjudged positives.
+    """
+    from dualist.candidates.mining import mine_negatives
+    from dualist.data import read_trec_run, write_trec_run
+    from dualist.models import CrossEncoder, DualEncoder
+
+    out = Path(out)
+    parts = [Path(p) for p in (model, teacher) if p and Path(p).is_dir()]
+    fp = fingerprint_obj(["mine", dataset_fingerprint(dataset, split), model, teacher, k, margin,
+                          fingerprint_files(sorted(f for p in parts for f in p.rglob("*.safetensors")))])
+    if not force and is_done(out, fp):
+        logger.info("mined candidates up to date: %s", out)
+        return read_trec_run(out)
+    clear_done(out)
+    t0 = time.time()
+    de = DualEncoder.from_pretrained(model) if Path(model).is_dir() else DualEncoder(model=model)
+    ce = CrossEncoder.from_pretrained(teacher) if teacher else None
+    run, report = mine_negatives(de, dataset, split, k=k, teacher=ce, margin=margin, batch_size=batch_size)
+    write_trec_run(run, out, tag="mined")
+    mark_done(out, fp, stage="mine", split=split, k=k, margin=margin, report=dataclasses.asdict(report),
+              seconds=time.time() - t0)
     return read_trec_run(out)
 
 
