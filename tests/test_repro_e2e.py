@@ -306,3 +306,24 @@ def test_graded_train_qrels_shipped_with_a_dataset_are_used_and_named(tiny_beir,
                  "--losses", "onehot", "--out", str(tmp_path / "beir")]) == 0
     res = json.loads((tmp_path / "beir" / "results.json").read_text())
     assert res["settings"]["positive grade"] == ">= 1"
+
+
+def test_teacher_folds_cross_fit_the_distillation_targets(tiny_beir, tiny_bert, tmp_path):
+    from dualist.data import load_beir
+    from dualist.models import CrossEncoder
+    from dualist.training import TeacherScores
+    from dualist.training.folds import assign_folds
+
+    out = tmp_path / "folds"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override",
+                 TINY + ",teacher_folds=2", "--losses", "onehot,kl", "--out", str(out)]) == 0
+    teachers = [CrossEncoder.from_pretrained(out / "models" / f"teacher-fold-{f}" / "model") for f in range(2)]
+    full = CrossEncoder.from_pretrained(out / "models" / "teacher" / "model")
+    ds = load_beir(tiny_beir)
+    folds = assign_folds(list(ds.qrels_for("train")), 2, 13, texts=ds.queries)
+    cache = TeacherScores.load(out / "scores/train.teacher.parquet").as_dict()
+    for qid in sorted(cache)[:4]:  # each cached score is the query's own fold-teacher's, not the full teacher's
+        did = sorted(cache[qid])[0]
+        pair = ([ds.queries[qid]], [ds.doc_text(did)])
+        assert cache[qid][did] == pytest.approx(float(teachers[folds[qid]].score(*pair)[0]), abs=1e-4)
+        assert cache[qid][did] != pytest.approx(float(full.score(*pair)[0]), abs=1e-6)

@@ -216,9 +216,13 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     # 2. teacher
     with timer.stage("teacher training"):
         teacher_dir = _train_teacher(ds, runs, prof, args, work, probe, samples)
+    fold_dirs = None
+    if prof.teacher_folds >= 2:
+        with timer.stage("fold teachers"):
+            fold_dirs = _train_fold_teachers(ds, runs, prof, args, work, probe, samples)
     # 3. teacher scores
     with timer.stage("teacher scoring"):
-        teacher_scores = _score_teacher(ds, samples, prof, work, teacher_dir)
+        teacher_scores = _score_teacher(ds, samples, prof, work, teacher_dir, fold_dirs)
     # 4. students
     students: dict[tuple[str, int], Path] = {}
     with timer.stage("student training"):
@@ -257,6 +261,7 @@ class _Samples:
     select_ids: list[str] | None
     max_positives: int  # positives per training query, scored and trained on (0: all)
     min_grade: int = 1  # the grade a training positive needs (2 on graded NFCorpus qrels)
+    seed: int = 13  # the base seed the samples (and the teacher folds) are drawn with
 
     @classmethod
     def of(cls, ds: Any, runs: dict, prof: Profile, seed: int, *, min_grade: int = 1) -> "_Samples":
@@ -279,7 +284,7 @@ class _Samples:
                         "queries for checkpoint selection", len(train_ids) if train_ids else "all",
                         f"at most {max_positives}" if max_positives else "all",
                         len(select_ids) if select_ids else "all")
-        return cls(train_run, train_ids, select_ids, max_positives, min_grade)
+        return cls(train_run, train_ids, select_ids, max_positives, min_grade, seed)
 
     def fingerprint_parts(self, *, train: bool) -> list[Any]:
         parts: list[Any] = []
@@ -336,11 +341,11 @@ def _start(out: Path, fp: str) -> bool:
 
 
 def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, probe: Any,
-                   samples: _Samples) -> Path:
+                   samples: _Samples, name: str = "teacher") -> Path:
     from dualist.stages import dataset_fingerprint, dev_eval_fn, mark_done
     from dualist.training import TrainConfig, train_teacher
 
-    out = work / "models" / "teacher"
+    out = work / "models" / name
     mcfg = _teacher_config(prof, args.model)
     tcfg = TrainConfig(max_steps=prof.teacher_steps, batch_size=prof.teacher_batch_size, lr=prof.teacher_lr,
                        num_negatives=prof.teacher_negatives, negatives="range", neg_rank_min=1,
@@ -363,11 +368,17 @@ def _train_teacher(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
     return Path(path)
 
 
-def _score_teacher(ds: Any, samples: _Samples, prof: Profile, work: Path, teacher_dir: Path) -> Any:
+def _score_teacher(ds: Any, samples: _Samples, prof: Profile, work: Path, teacher_dir: Path,
+                   fold_dirs: list[Path] | None = None) -> Any:
     from dualist.models import CrossEncoder
     from dualist.training import score_candidates
 
-    teacher = CrossEncoder.from_pretrained(teacher_dir)
+    teacher: Any = CrossEncoder.from_pretrained(teacher_dir)
+    if fold_dirs:  # cross-fitted: each training query scored by the fold-teacher that never saw it
+        from dualist.training.folds import FoldTeachers
+
+        teacher = FoldTeachers([CrossEncoder.from_pretrained(d) for d in fold_dirs], _folds(ds, prof, samples.seed),
+                               ds.queries)
     return score_candidates(teacher, ds, "train", samples.train_run, work / "scores" / "train.teacher.parquet",
                             depth=prof.score_depth, batch_size=prof.batch_size_infer,
                             max_positives=samples.max_positives or None)
@@ -406,6 +417,22 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                          eval_fn=eval_fn, probes=[probe], resume=resume)
     mark_done(out, fp, stage="student", loss=loss, seed=seed, model_path=os.path.relpath(path, out))
     return Path(path)
+
+
+def _folds(ds: Any, prof: Profile, seed: int) -> dict[str, int]:
+    from dualist.training.folds import assign_folds
+
+    return assign_folds(list(ds.qrels_for("train")), prof.teacher_folds, seed, texts=ds.queries)
+
+
+def _train_fold_teachers(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Path, probe: Any,
+                         samples: _Samples) -> list[Path]:
+    """``teacher_folds`` teachers, fold ``f``'s trained on every training query outside fold ``f``."""
+    from dualist.training.folds import fold_datasets
+
+    per_fold = fold_datasets(ds, "train", _folds(ds, prof, args.seed))
+    return [_train_teacher(fold_ds, runs, prof, args, work, probe, samples, name=f"teacher-fold-{f}")
+            for f, fold_ds in enumerate(per_fold)]
 
 
 def _gap_queries(ds: Any, n: int, seed: int) -> dict[str, str]:

@@ -54,6 +54,8 @@ class Profile:
     graded_min_grade: int = 2       # with graded train qrels: the grade a positive needs (lower grades are unused)
     eval_start: bool = True         # the starting model is a checkpoint candidate (dev evaluation at step 0)
     student_eval_every: int = 0     # also pick the students' checkpoint on dev every N steps
+    teacher_folds: int = 0          # >= 2: cross-fitted teacher scores from this many fold-teachers (k more teacher
+                                    # trainings); 0: the teacher scores the queries it trained on
     calibrate: bool = True          # MSE, Margin-MSE and M3SE see teacher scores fitted to the student's scale
     in_batch: bool = True           # every student also trains against the other queries' documents
     in_batch_weight: float = 1.0    # weight of the one-hot in-batch term added to a distillation loss
