@@ -11,7 +11,7 @@ import torch
 from dualist.data import rank_docs
 from dualist.errors import StaleArtifactError
 from dualist.training import MissingScoreError, TeacherScores, candidate_pairs, score_candidates
-from dualist.training.loop import _umask
+from dualist.training.checkpoints import file_umask as _umask
 from dualist.training.scoring import teacher_fingerprint
 
 

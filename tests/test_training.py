@@ -233,7 +233,7 @@ def test_checkpoints_are_complete_and_pruned(tmp_path):
     assert read_json(ckpts[-1] / "trainer_state.json")["epoch"] == 2  # finished: next epoch, batch 0
     for name in ("final", "model"):
         assert (tmp_path / name / "model.safetensors").exists()
-    from dualist.training.loop import _umask
+    from dualist.training.checkpoints import file_umask as _umask
 
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~_umask()  # not left private by mkdtemp
 
@@ -346,7 +346,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="neg_rank_max"):
         TrainConfig(neg_rank_min=10, neg_rank_max=5)
     with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
-        from dualist.training.loop import _resolve_amp
+        from dualist.training.runtime import resolve_amp as _resolve_amp
         _resolve_amp("fp16", torch.device("cpu"))
 
 

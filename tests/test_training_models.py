@@ -151,7 +151,7 @@ def test_gradient_checkpointing_gives_the_same_run_with_dropout_on(tiny_train, t
 
 
 def test_gradient_checkpointing_switches_on_every_backbone(tiny_bert):
-    from dualist.training.loop import enable_gradient_checkpointing
+    from dualist.training.runtime import enable_gradient_checkpointing
 
     de = DualEncoder(student_config(tiny_bert))
     assert enable_gradient_checkpointing(de) == 1  # shared towers: one backbone

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dualist.training.config import TrainConfig
 from dualist.training.examples import Batch, ExampleSource, TrainingExample, collate, with_in_batch_negatives
-from dualist.training.loop import TrainResult, latest_checkpoint, train_loop
+from dualist.training.checkpoints import latest_checkpoint
+from dualist.training.loop import TrainResult, train_loop
 from dualist.training.schedule import lr_at, warmup_steps_for
 from dualist.training.scoring import MissingScoreError, TeacherScores, candidate_pairs, score_candidates
 from dualist.training.student import student_step, train_student

@@ -1,7 +1,11 @@
 """One training loop for the teacher and the student, readable top to bottom (nanoGPT style).
 
 The loop knows nothing about retrieval: it takes a model, a function that yields the batches of an
-epoch and a function that turns one batch into a loss. Around that it does what every run needs:
+epoch and a function that turns one batch into a loss. :func:`train_loop` is the loop itself, about
+forty lines; each thing it does is a named method of ``_Trainer`` (``start``, ``forward_backward``,
+``optimizer_step``, ``after_step`` = probes, ``evaluate`` and the checkpoint, ``finish``). Checkpoint
+files live in :mod:`dualist.training.checkpoints`, device/precision/seeding in
+:mod:`dualist.training.runtime`. Around the step it does what every run needs:
 
 - AdamW (no weight decay on biases and LayerNorm weights), linear warmup then linear decay
   (:func:`dualist.training.schedule.lr_at`, set by hand on every step);
@@ -35,42 +39,30 @@ batches the checkpoint says were consumed.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import logging
 import math
-import os
-import random
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from dualist._io import atomic_write, progress, read_json, write_json, write_meta
-from dualist.errors import ConfigError, StaleArtifactError
+from dualist._io import progress, write_meta
+from dualist.errors import ConfigError
+from dualist.training.checkpoints import (State, append_jsonl, atomic_dir, clear_outputs, latest_checkpoint,
+                                          load_checkpoint, remove_temporaries, save_checkpoint, truncate_jsonl)
 from dualist.training.config import TrainConfig
+from dualist.training.runtime import (autocast, deterministic, enable_gradient_checkpointing, resolve_amp,
+                                      resolve_device, seed_everything)
 from dualist.training.schedule import lr_at, warmup_steps_for
 
-__all__ = ["train_loop", "TrainResult", "latest_checkpoint", "seed_everything", "resolve_device",
-           "enable_gradient_checkpointing"]
+__all__ = ["train_loop", "TrainResult"]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
-# Settings that change what a step computes; resuming with other values cannot match the first run.
-_TRAJECTORY_FIELDS = ("batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
-                      "seed", "num_negatives", "negatives", "neg_rank_min", "neg_rank_max", "positives",
-                      "in_batch_negatives", "amp")
-_RUN_OUTPUTS = ("metrics.jsonl", "eval.jsonl", "probes.jsonl", CHECKPOINTS, "best", "final", "model", "tb")
-
 
 @dataclass
 class TrainResult:
@@ -84,18 +76,6 @@ class TrainResult:
     best_step: int | None
     steps: int  # optimizer steps taken, counting those before a resume
     last_loss: float | None
-
-
-@dataclass
-class _State:
-    """What a checkpoint needs to continue: where in the data we are and the best result so far."""
-
-    step: int = 0  # optimizer steps taken
-    epoch: int = 0  # epoch to continue in
-    batch_in_epoch: int = 0  # batches of that epoch already consumed
-    best_metric: float | None = None
-    best_step: int | None = None
-    elapsed_s: float = 0.0
 
 
 def train_loop(
@@ -135,286 +115,259 @@ def train_loop(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_fn = save_fn or _save_pretrained
-    load_fn = load_fn or _load_pretrained
-    device = resolve_device(config.device)
-    amp_dtype = _resolve_amp(config.amp, device)
-
-    # -- how long: micro-batches per epoch -> optimizer steps -> schedule
     if steps_per_epoch < 1:
         raise ConfigError("no training batches: the training split has no usable examples "
                           "(queries with a positive and at least one candidate negative)")
-    steps_in_epoch = math.ceil(steps_per_epoch / config.grad_accum)
-    total_steps = config.max_steps or config.epochs * steps_in_epoch
-    num_epochs = math.ceil(total_steps / steps_in_epoch)
-    warmup_steps = warmup_steps_for(total_steps, config.warmup_ratio)
-
-    # -- model and optimizer
-    model.to(device)
-    if config.freeze_layers:
-        from dualist.models.backbone import freeze_bottom
-
-        freeze_bottom(model, config.freeze_layers)
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model, layers=config.checkpoint_layers or None)
-    if config.lean_activations:
-        from dualist.training.lean_activations import enable_lean_activations
-
-        enable_lean_activations(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _build_optimizer(model, config)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-
-    # -- where to start: a checkpoint, or from scratch
-    state = _State()
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    _remove_temporaries(out_dir)
-    if checkpoint is not None:
-        state = _load_checkpoint(checkpoint, model, optimizer, scaler, config, load_fn, device)
-        logger.info("resuming from %s (step %d, epoch %d, batch %d)", checkpoint, state.step, state.epoch,
-                    state.batch_in_epoch)
-    else:
-        if resume:
-            logger.info("no checkpoint in %s; starting from scratch", out_dir)
-        _clear_outputs(out_dir)
-        seed_everything(config.seed)
-    for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # rows of steps redone after a crash
-        _truncate_jsonl(out_dir / name, state.step)
-
-    run_meta = dict(meta or {})
-    stage = run_meta.pop("stage", "train")
-    inputs = run_meta.pop("inputs", None)
-    all_config = {"train": config, **run_meta.pop("config", {})}
-    resolved = {"device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-                "total_steps": total_steps, "warmup_steps": warmup_steps, "steps_per_epoch": steps_per_epoch}
-    write_meta(out_dir, stage=stage, config=all_config, inputs=inputs,
-               extra={"resolved": resolved, **run_meta, "status": "running"})
-
-    writer = _tensorboard(out_dir)
-    metrics_file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    recent_losses: list[float] = []
-    last_loss: float | None = None
-    bar = progress(total=total_steps, initial=state.step, desc="train")
-    start = time.perf_counter() - state.elapsed_s
-
-    def run_probes(step: int) -> None:
-        model.eval()
-        with torch.no_grad():
-            rows = [{"step": step, "probe": _name(p), **p(model, step)} for p in probes]
-        model.train()
-        _append_jsonl(out_dir / "probes.jsonl", rows)
-
-    def evaluate(step: int, epoch: int) -> None:
-        model.eval()
-        with torch.no_grad():
-            metrics = {k: float(v) for k, v in eval_fn(model).items()}
-        model.train()
-        if config.select_metric not in metrics:
-            raise ConfigError(f"eval_fn returned {sorted(metrics)}, which lacks select_metric="
-                              f"{config.select_metric!r}; set train.select_metric to one of them")
-        _append_jsonl(out_dir / "eval.jsonl", [{"step": step, "epoch": epoch, **metrics}])
-        if writer is not None:
-            for k, v in metrics.items():
-                writer.add_scalar(f"eval/{k}", v, step)
-        value = float(metrics[config.select_metric])
-        logger.info("step %d eval: %s", step, metrics)
-        if state.best_metric is None or value > state.best_metric:
-            state.best_metric, state.best_step = value, step
-            with _atomic_dir(out_dir / "best") as tmp:
-                save_fn(model, tmp)
-
+    trainer = _Trainer(model, step_fn, config, out_dir, _Schedule.of(config, steps_per_epoch), eval_fn=eval_fn,
+                       probes=probes, save_fn=save_fn or _save_pretrained)
+    trainer.start(resume, load_fn or _load_pretrained, meta or {})
     try:
-        with _deterministic(device.type == "cpu"):
-            if state.step == 0 and probes:
-                run_probes(0)
-            if state.step == 0 and eval_fn is not None and config.eval_start:
-                evaluate(0, 0)  # the start is a candidate: a run that only hurts on dev keeps it
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            for epoch in range(state.epoch, num_epochs):
-                if state.step >= total_steps:
+        with deterministic(trainer.device.type == "cpu"):
+            trainer.at_start()
+            for epoch in range(trainer.state.epoch, trainer.schedule.num_epochs):
+                if trainer.finished:
                     break
-                skip = state.batch_in_epoch if epoch == state.epoch else 0
-                group_losses: list[float] = []
                 seen = 0
                 for i, batch in enumerate(batches(epoch)):
                     seen = i + 1
                     if i >= steps_per_epoch:
                         raise ValueError(f"batches({epoch}) yields more than steps_per_epoch="
                                          f"{steps_per_epoch} batches")
-                    if i < skip:  # consumed before the checkpoint we resumed from
-                        continue
-
-                    # -- forward and backward one micro-batch; its share of the accumulated step
-                    group_start = i - i % config.grad_accum
-                    group_size = min(config.grad_accum, steps_per_epoch - group_start)
-                    with _autocast(device, amp_dtype):
-                        loss = step_fn(model, batch)
-                    loss_value = loss.item()
-                    if not math.isfinite(loss_value):
-                        raise FloatingPointError(
-                            f"loss is {loss_value} at step {state.step + 1} (epoch {epoch}, batch {i}); "
-                            "lower train.lr, set train.amp=off, or check the batch for empty texts")
-                    scaler.scale(loss / group_size).backward()
-                    group_losses.append(loss_value)
-                    if i + 1 < group_start + group_size:
-                        continue
-
-                    # -- optimizer step: set the lr, unscale, clip, step
-                    lr = lr_at(state.step, total_steps, config.lr, warmup_steps)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    scaler.unscale_(optimizer)
-                    max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    state.step += 1
-                    state.epoch, state.batch_in_epoch = epoch, i + 1
-
-                    # -- log
-                    last_loss = sum(group_losses) / len(group_losses)
-                    group_losses = []
-                    state.elapsed_s = time.perf_counter() - start
-                    row = {"step": state.step, "epoch": epoch, "loss": last_loss, "lr": lr,
-                           "grad_norm": grad_norm, "elapsed_s": round(state.elapsed_s, 3)}
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
-                    if writer is not None:
-                        for k in ("loss", "lr", "grad_norm"):
-                            writer.add_scalar(f"train/{k}", row[k], state.step)
-                    recent_losses = (recent_losses + [last_loss])[-config.log_every:]
-                    running = sum(recent_losses) / len(recent_losses)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
-                    if state.step % config.log_every == 0:
-                        logger.info("step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3g", state.step,
-                                    total_steps, epoch, running, lr, grad_norm)
-
-                    # -- probes, evaluation, checkpoint
-                    epoch_done = i + 1 == steps_per_epoch
-                    finished = state.step >= total_steps
-                    if probes and ((config.probe_every and state.step % config.probe_every == 0)
-                                   or finished):
-                        run_probes(state.step)
-                    if eval_fn is not None and (epoch_done or finished or (
-                            config.eval_every and state.step % config.eval_every == 0)):
-                        evaluate(state.step, epoch)
-                    if epoch_done:
-                        state.epoch, state.batch_in_epoch = epoch + 1, 0
-                    if (config.checkpoint_every and state.step % config.checkpoint_every == 0) \
-                            or epoch_done or finished:
-                        state.elapsed_s = time.perf_counter() - start
-                        _save_checkpoint(out_dir, model, optimizer, scaler, state, config, save_fn,
-                                         total_steps=total_steps, warmup_steps=warmup_steps)
-                    if finished:
+                    if epoch == trainer.state.epoch and i < trainer.state.batch_in_epoch:
+                        continue  # consumed before the checkpoint we resumed from
+                    if not trainer.forward_backward(batch, epoch, i):
+                        continue  # the accumulation group is not complete yet
+                    trainer.optimizer_step(epoch, i)
+                    trainer.after_step(epoch, epoch_done=i + 1 == steps_per_epoch)
+                    if trainer.finished:
                         break
-                if state.step < total_steps and seen != steps_per_epoch:
+                if not trainer.finished and seen != steps_per_epoch:
                     raise ValueError(f"batches({epoch}) yielded {seen} batches, expected "
                                      f"steps_per_epoch={steps_per_epoch}")
     finally:
-        bar.close()
-        metrics_file.close()
-        if writer is not None:
-            writer.close()
-
-    # -- the models to keep: final/, and model/ = best/ (with eval_fn) or final/
-    final_dir = out_dir / "final"
-    with _atomic_dir(final_dir) as tmp:
-        save_fn(model, tmp)
-    best_dir = out_dir / "best" if eval_fn is not None and (out_dir / "best").exists() else None
-    if best_dir is not None and state.best_step == 0:
-        logger.warning("no training step beat the starting model on dev (%s %.4f at step 0): %s/model is the "
-                       "starting model", config.select_metric, state.best_metric, out_dir)
-    model_dir = out_dir / "model"
-    with _atomic_dir(model_dir) as tmp:
-        shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True)
-    write_meta(out_dir, stage=stage, config=all_config, inputs=inputs,
-               extra={"resolved": resolved, **run_meta, "status": "done", "steps": state.step,
-                      "best_metric": state.best_metric, "best_step": state.best_step,
-                      "kept_start": best_dir is not None and state.best_step == 0,
-                      "select_metric": config.select_metric if eval_fn is not None else None})
-    return TrainResult(out_dir=out_dir, model_dir=model_dir, final_dir=final_dir, best_dir=best_dir,
-                       best_metric=state.best_metric, best_step=state.best_step, steps=state.step,
-                       last_loss=last_loss)
+        trainer.close()
+    return trainer.finish()
 
 
-# ----------------------------------------------------------------------------------------------------
-# setup
+@dataclass(frozen=True)
+class _Schedule:
+    """How long a run is: micro-batches per epoch -> optimizer steps -> warmup."""
+
+    steps_per_epoch: int  # micro-batches
+    total_steps: int  # optimizer steps
+    num_epochs: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, config: TrainConfig, steps_per_epoch: int) -> "_Schedule":
+        steps_in_epoch = math.ceil(steps_per_epoch / config.grad_accum)
+        total = config.max_steps or config.epochs * steps_in_epoch
+        return cls(steps_per_epoch, total, math.ceil(total / steps_in_epoch),
+                   warmup_steps_for(total, config.warmup_ratio))
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` is the first CUDA GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available here; use device=auto or cpu")
-    return device
+class _Trainer:
+    """The moving parts of one run, each step of the loop a named method: set up the model and the
+    optimizer, start fresh or from a checkpoint, forward/backward a micro-batch, take an optimizer
+    step, log it, probe, evaluate and keep the best model, checkpoint, and write the final models."""
 
+    def __init__(self, model: torch.nn.Module, step_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+                 config: TrainConfig, out_dir: Path, schedule: _Schedule, *,
+                 eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None,
+                 probes: Sequence[Callable[[torch.nn.Module, int], dict[str, Any]]],
+                 save_fn: Callable[[torch.nn.Module, Path], None]):
+        self.model, self.step_fn, self.config, self.out_dir = model, step_fn, config, out_dir
+        self.schedule, self.eval_fn, self.probes, self.save_fn = schedule, eval_fn, probes, save_fn
+        self.device = resolve_device(config.device)
+        self.amp_dtype = resolve_amp(config.amp, self.device)
+        model.to(self.device)
+        if config.freeze_layers:
+            from dualist.models.backbone import freeze_bottom
 
-def enable_gradient_checkpointing(model: torch.nn.Module, layers: int | None = None) -> int:
-    """Switch on activation recomputation in every Hugging Face backbone inside ``model``.
+            freeze_bottom(model, config.freeze_layers)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model, layers=config.checkpoint_layers or None)
+        if config.lean_activations:
+            from dualist.training.lean_activations import enable_lean_activations
 
-    Non-reentrant checkpointing with the RNG state preserved, so dropout masks (and therefore the
-    losses) are those of a run without it. ``layers``: recompute only the first ``layers``
-    checkpointable layers of each backbone (None: all). Returns how many backbones were switched.
-    """
-    from dualist.models.backbone import hf_backbones, transformer_layers
+            enable_lean_activations(model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = _build_optimizer(model, config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
+        self.state = State()
+        self.group_losses: list[float] = []
+        self.recent_losses: list[float] = []
+        self.last_loss: float | None = None
+        self.last_lr = self.last_grad_norm = 0.0
 
-    backbones = hf_backbones(model, lambda m: getattr(m, "supports_gradient_checkpointing", False))
-    if not backbones:
-        raise ConfigError(f"train.gradient_checkpointing: {type(model).__name__} holds no Hugging Face "
-                          "backbone that supports gradient checkpointing; set it to false")
-    kwargs = {"use_reentrant": False}
-    for backbone in backbones:
-        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x
-            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    @property
+    def finished(self) -> bool:
+        return self.state.step >= self.schedule.total_steps
+
+    # -- start: a checkpoint, or from scratch
+    def start(self, resume: bool, load_fn: Callable[[torch.nn.Module, Path], None], meta: dict[str, Any]) -> None:
+        out_dir, config = self.out_dir, self.config
+        checkpoint = latest_checkpoint(out_dir) if resume else None
+        remove_temporaries(out_dir)
+        if checkpoint is not None:
+            self.state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scaler, config, load_fn,
+                                          self.device)
+            logger.info("resuming from %s (step %d, epoch %d, batch %d)", checkpoint, self.state.step,
+                        self.state.epoch, self.state.batch_in_epoch)
         else:
-            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        if layers is not None:
-            for layer in transformer_layers(backbone)[layers:]:
-                layer.gradient_checkpointing = False
-    return len(backbones)
+            if resume:
+                logger.info("no checkpoint in %s; starting from scratch", out_dir)
+            clear_outputs(out_dir)
+            seed_everything(config.seed)
+        for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # rows of steps redone after a crash
+            truncate_jsonl(out_dir / name, self.state.step)
+        run_meta = dict(meta)
+        self.stage = run_meta.pop("stage", "train")
+        self.inputs = run_meta.pop("inputs", None)
+        self.all_config = {"train": config, **run_meta.pop("config", {})}
+        self.run_meta = run_meta
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"
+        self.resolved = {"device": str(self.device), "amp": amp, "total_steps": self.schedule.total_steps,
+                         "warmup_steps": self.schedule.warmup_steps,
+                         "steps_per_epoch": self.schedule.steps_per_epoch}
+        write_meta(out_dir, stage=self.stage, config=self.all_config, inputs=self.inputs,
+                   extra={"resolved": self.resolved, **run_meta, "status": "running"})
+        self.writer = _tensorboard(out_dir)
+        self.metrics_file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - close()
+        self.bar = progress(total=self.schedule.total_steps, initial=self.state.step, desc="train")
+        self.clock = time.perf_counter() - self.state.elapsed_s
 
+    def at_start(self) -> None:
+        """Probes and (``eval_start``) the dev evaluation of the starting model, on a fresh run only."""
+        if self.state.step == 0 and self.probes:
+            self.probe(0)
+        if self.state.step == 0 and self.eval_fn is not None and self.config.eval_start:
+            self.evaluate(0, 0)  # the start is a candidate: a run that only hurts on dev keeps it
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
 
-def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    if amp == "off":
-        return None
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("train.amp=fp16 needs a CUDA device; use amp=bf16 or amp=off on CPU")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+    # -- one micro-batch, one optimizer step
+    def forward_backward(self, batch: Any, epoch: int, i: int) -> bool:
+        """Loss and gradients of micro-batch ``i``, scaled by its share of the accumulation group;
+        True when the group is complete (time for an optimizer step)."""
+        group_start = i - i % self.config.grad_accum
+        group_size = min(self.config.grad_accum, self.schedule.steps_per_epoch - group_start)
+        with autocast(self.device, self.amp_dtype):
+            loss = self.step_fn(self.model, batch)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"loss is {value} at step {self.state.step + 1} (epoch {epoch}, batch {i}); "
+                "lower train.lr, set train.amp=off, or check the batch for empty texts")
+        self.scaler.scale(loss / group_size).backward()
+        self.group_losses.append(value)
+        return i + 1 >= group_start + group_size
 
+    def optimizer_step(self, epoch: int, i: int) -> None:
+        """Set the lr (a pure function of the step), unscale, clip, step; then log the step."""
+        lr = lr_at(self.state.step, self.schedule.total_steps, self.config.lr, self.schedule.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.epoch, self.state.batch_in_epoch = epoch, i + 1
+        self.last_loss = sum(self.group_losses) / len(self.group_losses)
+        self.group_losses = []
+        self._log(epoch, lr, grad_norm)
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    def _log(self, epoch: int, lr: float, grad_norm: float) -> None:
+        step = self.state.step
+        self.state.elapsed_s = time.perf_counter() - self.clock
+        row = {"step": step, "epoch": epoch, "loss": self.last_loss, "lr": lr, "grad_norm": grad_norm,
+               "elapsed_s": round(self.state.elapsed_s, 3)}
+        self.metrics_file.write(json.dumps(row) + "\n")
+        self.metrics_file.flush()
+        if self.writer is not None:
+            for k in ("loss", "lr", "grad_norm"):
+                self.writer.add_scalar(f"train/{k}", row[k], step)
+        self.recent_losses = (self.recent_losses + [self.last_loss])[-self.config.log_every:]
+        running = sum(self.recent_losses) / len(self.recent_losses)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
+        if step % self.config.log_every == 0:
+            logger.info("step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3g", step, self.schedule.total_steps,
+                        epoch, running, lr, grad_norm)
 
+    # -- after a step: probes, evaluation and selection, checkpoint
+    def after_step(self, epoch: int, *, epoch_done: bool) -> None:
+        cfg, step = self.config, self.state.step
+        if self.probes and ((cfg.probe_every and step % cfg.probe_every == 0) or self.finished):
+            self.probe(step)
+        if self.eval_fn is not None and (epoch_done or self.finished
+                                         or (cfg.eval_every and step % cfg.eval_every == 0)):
+            self.evaluate(step, epoch)
+        if epoch_done:
+            self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or epoch_done or self.finished:
+            self.state.elapsed_s = time.perf_counter() - self.clock
+            save_checkpoint(self.out_dir, self.model, self.optimizer, self.scaler, self.state, cfg, self.save_fn,
+                             total_steps=self.schedule.total_steps, warmup_steps=self.schedule.warmup_steps)
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global RNGs (initialisation, dropout)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    def probe(self, step: int) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            rows = [{"step": step, "probe": _name(p), **p(self.model, step)} for p in self.probes]
+        self.model.train()
+        append_jsonl(self.out_dir / "probes.jsonl", rows)
 
+    def evaluate(self, step: int, epoch: int) -> None:
+        """Dev metrics of the current model; the best so far (on ``select_metric``) goes to ``best/``."""
+        assert self.eval_fn is not None
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+        self.model.train()
+        if self.config.select_metric not in metrics:
+            raise ConfigError(f"eval_fn returned {sorted(metrics)}, which lacks select_metric="
+                              f"{self.config.select_metric!r}; set train.select_metric to one of them")
+        append_jsonl(self.out_dir / "eval.jsonl", [{"step": step, "epoch": epoch, **metrics}])
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"eval/{k}", v, step)
+        value = float(metrics[self.config.select_metric])
+        logger.info("step %d eval: %s", step, metrics)
+        if self.state.best_metric is None or value > self.state.best_metric:  # ties keep the earlier step
+            self.state.best_metric, self.state.best_step = value, step
+            with atomic_dir(self.out_dir / "best") as tmp:
+                self.save_fn(self.model, tmp)
 
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    """Deterministic kernels for the duration of training only; the caller's setting is restored."""
-    if not enabled:
-        yield
-        return
-    previous = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    # -- the end: final/, and model/ = best/ (with eval_fn) or final/
+    def close(self) -> None:
+        for name in ("bar", "metrics_file", "writer"):
+            handle = getattr(self, name, None)
+            if handle is not None:
+                handle.close()
+
+    def finish(self) -> TrainResult:
+        out_dir, state = self.out_dir, self.state
+        final_dir = out_dir / "final"
+        with atomic_dir(final_dir) as tmp:
+            self.save_fn(self.model, tmp)
+        best_dir = out_dir / "best" if self.eval_fn is not None and (out_dir / "best").exists() else None
+        if best_dir is not None and state.best_step == 0:
+            logger.warning("no training step beat the starting model on dev (%s %.4f at step 0): %s/model is the "
+                           "starting model", self.config.select_metric, state.best_metric, out_dir)
+        model_dir = out_dir / "model"
+        with atomic_dir(model_dir) as tmp:
+            shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True)
+        write_meta(out_dir, stage=self.stage, config=self.all_config, inputs=self.inputs,
+                   extra={"resolved": self.resolved, **self.run_meta, "status": "done", "steps": state.step,
+                          "best_metric": state.best_metric, "best_step": state.best_step,
+                          "kept_start": best_dir is not None and state.best_step == 0,
+                          "select_metric": self.config.select_metric if self.eval_fn is not None else None})
+        return TrainResult(out_dir=out_dir, model_dir=model_dir, final_dir=final_dir, best_dir=best_dir,
+                           best_metric=state.best_metric, best_step=state.best_step, steps=state.step,
+                           last_loss=self.last_loss)
 
 
 def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -445,158 +398,3 @@ def _load_pretrained(model: torch.nn.Module, path: Path) -> None:
 
 def _name(probe: Callable) -> str:
     return getattr(probe, "__name__", type(probe).__name__)
-
-
-# ----------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoints/step-N`` folder under ``out_dir``, or None."""
-    complete = _checkpoints(Path(out_dir))
-    return complete[-1] if complete else None
-
-
-def _checkpoints(out_dir: Path) -> list[Path]:
-    root = out_dir / CHECKPOINTS
-    if not root.exists():
-        return []
-    found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()
-             and (p / STATE_FILE).exists()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-@contextlib.contextmanager
-def _atomic_dir(path: Path) -> Iterator[Path]:
-    """Fill a temporary sibling folder, then rename it to ``path``: readers never see half a folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a model folder should not be
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _remove_temporaries(out_dir: Path) -> None:
-    """Left-overs of a run killed while writing a folder (see :func:`_atomic_dir`)."""
-    for root in (out_dir, out_dir / CHECKPOINTS):
-        if root.exists():
-            for p in root.glob(".*.tmp"):
-                shutil.rmtree(p, ignore_errors=True)
-            for p in root.glob(".*.old"):
-                shutil.rmtree(p, ignore_errors=True)
-
-
-def _clear_outputs(out_dir: Path) -> None:
-    existing = [name for name in _RUN_OUTPUTS if (out_dir / name).exists()]
-    if existing:
-        logger.warning("%s holds outputs of an earlier run (%s); starting over replaces them "
-                       "(pass resume=True / --resume to continue that run instead)", out_dir, ", ".join(existing))
-    for name in existing:
-        p = out_dir / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-
-def _save_checkpoint(out_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, state: _State, config: TrainConfig,
-                     save_fn: Callable[[torch.nn.Module, Path], None], *, total_steps: int,
-                     warmup_steps: int) -> Path:
-    path = out_dir / CHECKPOINTS / f"step-{state.step}"
-    with _atomic_dir(path) as tmp:
-        save_fn(model, tmp / "model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        if scaler.is_enabled():
-            torch.save(scaler.state_dict(), tmp / "scaler.pt")
-        # the schedule is a pure function of the step; this records its parameters for readers
-        write_json(tmp / "scheduler.json", {"schedule": "linear_warmup_linear_decay", "base_lr": config.lr,
-                                            "warmup_steps": warmup_steps, "total_steps": total_steps,
-                                            "step": state.step})
-        torch.save(_rng_state(), tmp / "rng.pt")
-        write_json(tmp / STATE_FILE, {**dataclasses.asdict(state), "config": dataclasses.asdict(config)})
-    if config.keep_checkpoints:
-        for old in _checkpoints(out_dir)[:-config.keep_checkpoints]:
-            shutil.rmtree(old)
-    return path
-
-
-def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, config: TrainConfig,
-                     load_fn: Callable[[torch.nn.Module, Path], None], device: torch.device) -> _State:
-    saved = read_json(path / STATE_FILE)
-    before = saved.pop("config")
-    now = dataclasses.asdict(config)
-    changed = [k for k in _TRAJECTORY_FIELDS if k in before and before[k] != now[k]]
-    if changed:
-        diff = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
-        raise StaleArtifactError(f"cannot resume from {path}: it was trained with other settings ({diff}). "
-                                 "Resume with the same settings, or start over without --resume.")
-    for k in ("epochs", "max_steps"):
-        if before.get(k) != now[k]:
-            logger.warning("resuming with %s=%r (was %r): the lr schedule changes from here on", k, now[k],
-                           before.get(k))
-    load_fn(model, path / "model")
-    model.to(device)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-    if scaler.is_enabled() and (path / "scaler.pt").exists():
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return _State(**saved)
-
-
-def _rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in types ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ----------------------------------------------------------------------------------------------------
-# JSONL logs
-
-
-def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-
-
-def _truncate_jsonl(path: Path, step: int) -> None:
-    """Drop rows after ``step``: a resumed run redoes those steps and writes them again."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as fh:
-        rows = [line for line in fh if line.strip()]
-    keep = [line for line in rows if json.loads(line).get("step", 0) <= step]
-    if len(keep) != len(rows):
-        with atomic_write(path) as fh:
-            fh.writelines(keep)

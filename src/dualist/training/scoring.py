@@ -29,7 +29,7 @@ from typing import Any
 from dualist._io import fingerprint_files, fingerprint_obj, progress, read_json, write_json
 from dualist.data.trec import rank_docs, ranked_positives
 from dualist.errors import DualistError, StaleArtifactError
-from dualist.training.loop import _umask
+from dualist.training.checkpoints import file_umask
 
 __all__ = ["TeacherScores", "MissingScoreError", "score_candidates", "candidate_pairs", "teacher_fingerprint"]
 
@@ -283,7 +283,7 @@ def _write_parquet(table: Any, path: Path) -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the cache should not be
+        os.chmod(tmp, 0o666 & ~file_umask())  # mkstemp makes it private; the cache should not be
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

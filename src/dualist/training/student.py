@@ -15,7 +15,8 @@ from dualist.errors import ConfigError
 from dualist.losses.calibration import Affine, Calibrated, WithInBatchOneHot, fit_scale
 from dualist.training.config import TrainConfig
 from dualist.training.examples import Batch, ExampleSource, with_in_batch_negatives
-from dualist.training.loop import seed_everything, train_loop
+from dualist.training.loop import train_loop
+from dualist.training.runtime import seed_everything
 from dualist.training.scoring import MissingScoreError, TeacherScores
 from dualist.training.teacher import _run_ids
 

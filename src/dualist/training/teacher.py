@@ -14,7 +14,8 @@ from dualist.data.trec import rank_docs
 from dualist.errors import ConfigError
 from dualist.training.config import TrainConfig
 from dualist.training.examples import Batch, ExampleSource
-from dualist.training.loop import seed_everything, train_loop
+from dualist.training.loop import train_loop
+from dualist.training.runtime import seed_everything
 
 __all__ = ["train_teacher", "teacher_step"]
 
