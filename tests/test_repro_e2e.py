@@ -327,3 +327,23 @@ def test_teacher_folds_cross_fit_the_distillation_targets(tiny_beir, tiny_bert, 
         pair = ([ds.queries[qid]], [ds.doc_text(did)])
         assert cache[qid][did] == pytest.approx(float(teachers[folds[qid]].score(*pair)[0]), abs=1e-4)
         assert cache[qid][did] != pytest.approx(float(full.score(*pair)[0]), abs=1e-6)
+
+
+def test_mined_negatives_replace_the_bm25_candidates_of_teacher_scoring_and_students(tiny_beir, tiny_bert, tmp_path):
+    from dualist.data import read_trec_run
+    from dualist.training import TeacherScores
+
+    out = tmp_path / "mined"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override",
+                 TINY + ",mined_negatives=true", "--losses", "onehot,mse", "--out", str(out)]) == 0
+    mined = read_trec_run(out / "runs" / "train.mined.trec")
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["training candidates"].startswith("mined")
+    from dualist.data import load_beir
+
+    train_qrels = load_beir(tiny_beir).qrels_for("train")
+    for qid, docs in mined.items():
+        assert not {d for d, g in train_qrels[qid].items() if g > 0} & set(docs)
+    scores = TeacherScores.load(out / "scores" / "train.teacher.parquet").as_dict()
+    negatives = {(q, d) for q, docs in scores.items() for d in docs if train_qrels[q].get(d, 0) <= 0}
+    assert negatives and all(d in mined[q] for q, d in negatives)  # the teacher scored mined candidates only

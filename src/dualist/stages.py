@@ -194,28 +194,33 @@ def run_candidates(dataset: Any, split: str, out: str | Path, *, k: int = 100, f
     return read_trec_run(out)
 
 
-def run_mining(dataset: Any, split: str, out: str | Path, *, model: str, teacher: str | None = None, k: int = 100,
-               margin: float = 0.0, batch_size: int = 64, force: bool = False) -> dict[str, dict[str, float]]:
+def run_mining(dataset: Any, split: str, out: str | Path, *, model: Any, teacher: str | Path | None = None,
+               k: int = 100, margin: float = 0.0, batch_size: int = 64, force: bool = False
+               ) -> dict[str, dict[str, float]]:
     """Dense hard negatives for the queries of ``split`` (:func:`dualist.candidates.mining.mine_negatives`),
     written as a TREC run usable wherever BM25 candidates are (skipped when up to date).
 
-    ``model`` is a dual-encoder folder or model spec (e.g. ``minilm-l6`` for the zero-shot start);
-    ``teacher`` an optional cross-encoder folder that removes likely unjudged positives.
+    ``model`` is a dual-encoder folder, a model spec (e.g. ``minilm-l6`` for the zero-shot start) or a
+    :class:`~dualist.models.DualEncoderConfig`; ``teacher`` an optional cross-encoder folder that removes
+    likely unjudged positives.
     """
     from dualist.candidates.mining import mine_negatives
     from dualist.data import read_trec_run, write_trec_run
     from dualist.models import CrossEncoder, DualEncoder
 
     out = Path(out)
-    parts = [Path(p) for p in (model, teacher) if p and Path(p).is_dir()]
-    fp = fingerprint_obj(["mine", dataset_fingerprint(dataset, split), model, teacher, k, margin,
+    parts = [Path(p) for p in (model, teacher) if isinstance(p, (str, Path)) and p and Path(p).is_dir()]
+    fp = fingerprint_obj(["mine", dataset_fingerprint(dataset, split), model, str(teacher), k, margin,
                           fingerprint_files(sorted(f for p in parts for f in p.rglob("*.safetensors")))])
     if not force and is_done(out, fp):
         logger.info("mined candidates up to date: %s", out)
         return read_trec_run(out)
     clear_done(out)
     t0 = time.time()
-    de = DualEncoder.from_pretrained(model) if Path(model).is_dir() else DualEncoder(model=model)
+    if isinstance(model, (str, Path)):
+        de = DualEncoder.from_pretrained(model) if Path(model).is_dir() else DualEncoder(model=str(model))
+    else:
+        de = DualEncoder(model)
     ce = CrossEncoder.from_pretrained(teacher) if teacher else None
     run, report = mine_negatives(de, dataset, split, k=k, teacher=ce, margin=margin, batch_size=batch_size)
     write_trec_run(run, out, tag="mined")

@@ -216,6 +216,9 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     # 2. teacher
     with timer.stage("teacher training"):
         teacher_dir = _train_teacher(ds, runs, prof, args, work, probe, samples)
+    if prof.mined_negatives:
+        with timer.stage("mining"):
+            samples = _mined(ds, samples, prof, args, work, teacher_dir)
     fold_dirs = None
     if prof.teacher_folds >= 2:
         with timer.stage("fold teachers"):
@@ -262,6 +265,7 @@ class _Samples:
     max_positives: int  # positives per training query, scored and trained on (0: all)
     min_grade: int = 1  # the grade a training positive needs (2 on graded NFCorpus qrels)
     seed: int = 13  # the base seed the samples (and the teacher folds) are drawn with
+    mined: bool = False  # train_run holds mined candidates, not BM25's
 
     @classmethod
     def of(cls, ds: Any, runs: dict, prof: Profile, seed: int, *, min_grade: int = 1) -> "_Samples":
@@ -292,6 +296,8 @@ class _Samples:
             parts.append({"train_queries": self.train_ids})
         if self.min_grade > 1:
             parts.append({"min_positive_grade": self.min_grade})
+        if train and self.mined:
+            parts.append({"mined_candidates": fingerprint_obj({q: sorted(d) for q, d in sorted(self.train_run.items())})})
         if self.select_ids is not None:
             parts.append({"select_queries": self.select_ids})
         return parts
@@ -417,6 +423,19 @@ def _train_student(ds: Any, runs: dict, prof: Profile, args: ReproArgs, work: Pa
                          eval_fn=eval_fn, probes=[probe], resume=resume)
     mark_done(out, fp, stage="student", loss=loss, seed=seed, model_path=os.path.relpath(path, out))
     return Path(path)
+
+
+def _mined(ds: Any, samples: _Samples, prof: Profile, args: ReproArgs, work: Path, teacher_dir: Path) -> _Samples:
+    """The samples with the training queries' candidates replaced by mined ones (``mined_negatives``):
+    the zero-shot DE's top ``score_depth`` over the whole corpus, without judged documents and without
+    the ones the teacher scores like a judged positive."""
+    from dualist.stages import run_mining
+
+    mined = run_mining(ds, "train", work / "runs" / "train.mined.trec", model=_student_config(prof, args.model),
+                       teacher=teacher_dir, k=prof.score_depth, batch_size=prof.batch_size_infer)
+    train_run = {q: mined[q] for q in samples.train_run if mined.get(q)}
+    logger.info("mined negatives for %d of %d training queries", len(train_run), len(samples.train_run))
+    return dataclasses.replace(samples, train_run=train_run, mined=True)
 
 
 def _folds(ds: Any, prof: Profile, seed: int) -> dict[str, int]:
@@ -662,6 +681,8 @@ def _summarize(ds: Any, name: str, prof: Profile, args: ReproArgs, work: Path, r
                 "losses": losses, "device": args.device, "dev split": _dev_note(ds),
                 "queries (train/dev/test)": [len(ds.queries_for(s)) for s in ("train", "dev", "test")],
                 "training queries scored and trained on": len(samples.train_run),
+                "training candidates": "mined (zero-shot DE over the corpus, teacher-denoised)" if samples.mined
+                                       else "BM25",
                 "positives per training query": samples.max_positives or "all",
                 "dev queries for checkpoint selection": (len(samples.select_ids) if samples.select_ids is not None
                                                          else len(ds.queries_for("dev"))),

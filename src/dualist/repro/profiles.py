@@ -56,6 +56,8 @@ class Profile:
     student_eval_every: int = 0     # also pick the students' checkpoint on dev every N steps
     teacher_folds: int = 0          # >= 2: cross-fitted teacher scores from this many fold-teachers (k more teacher
                                     # trainings); 0: the teacher scores the queries it trained on
+    mined_negatives: bool = False   # students train on (and the teacher scores) the zero-shot DE's top-score_depth
+                                    # over the whole corpus, judged documents and teacher-flagged ones removed
     calibrate: bool = True          # MSE, Margin-MSE and M3SE see teacher scores fitted to the student's scale
     in_batch: bool = True           # every student also trains against the other queries' documents
     in_batch_weight: float = 1.0    # weight of the one-hot in-batch term added to a distillation loss
