@@ -125,8 +125,10 @@ def train_loop(
             ``config.eval_every`` steps;
             ``config.select_metric`` (higher is better) picks ``best/``.
         probes: ``probe(model, step) -> dict`` rows for ``probes.jsonl``.
-        resume: continue from the newest complete checkpoint in ``out_dir`` (if any). Without it, the
-            run starts over and replaces the outputs of an earlier run in ``out_dir``.
+        resume: continue from the newest complete checkpoint in ``out_dir`` (if any; a checkpoint of
+            another model, loss, data or trajectory setting raises :class:`StaleArtifactError` and
+            deletes nothing). Without it, the run starts over and deletes the outputs of an earlier
+            run in ``out_dir``.
         save_fn / load_fn: how to write a model folder / read one back into ``model``; by default
             ``model.save_pretrained(dir)`` and ``type(model).from_pretrained(dir)`` + ``load_state_dict``.
         meta: extra entries for ``out_dir/dualist.json``: ``stage``, ``inputs`` (fingerprints),
@@ -164,11 +166,17 @@ def train_loop(
     optimizer = _build_optimizer(model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
 
+    run_meta = dict(meta or {})
+    stage = run_meta.pop("stage", "train")
+    inputs = run_meta.pop("inputs", None)
+    all_config = {"train": config, **run_meta.pop("config", {})}
+
     # -- where to start: a checkpoint, or from scratch
     state = _State()
     checkpoint = latest_checkpoint(out_dir) if resume else None
     _remove_temporaries(out_dir)
     if checkpoint is not None:
+        _check_same_run(out_dir, checkpoint, stage, all_config, inputs)
         state = _load_checkpoint(checkpoint, model, optimizer, scaler, config, load_fn, device)
         logger.info("resuming from %s (step %d, epoch %d, batch %d)", checkpoint, state.step, state.epoch,
                     state.batch_in_epoch)
@@ -180,10 +188,6 @@ def train_loop(
     for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # rows of steps redone after a crash
         _truncate_jsonl(out_dir / name, state.step)
 
-    run_meta = dict(meta or {})
-    stage = run_meta.pop("stage", "train")
-    inputs = run_meta.pop("inputs", None)
-    all_config = {"train": config, **run_meta.pop("config", {})}
     resolved = {"device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
                 "total_steps": total_steps, "warmup_steps": warmup_steps, "steps_per_epoch": steps_per_epoch}
     write_meta(out_dir, stage=stage, config=all_config, inputs=inputs,
@@ -316,14 +320,21 @@ def train_loop(
         if writer is not None:
             writer.close()
 
-    # -- the models to keep: final/, and model/ = best/ (with eval_fn) or final/
+    # -- the models to keep: final/, and model/ = best/ (with eval_fn) or final/. The last checkpoint
+    # holds final's weights and a checkpoint may hold best's: hard links, not copies, where they agree.
     final_dir = out_dir / "final"
+    last = out_dir / CHECKPOINTS / f"step-{state.step}" / "model"
     with _atomic_dir(final_dir) as tmp:
-        save_fn(model, tmp)
+        if last.is_dir():
+            shutil.copytree(last, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+        else:
+            save_fn(model, tmp)
     best_dir = out_dir / "best" if eval_fn is not None and (out_dir / "best").exists() else None
+    if best_dir is not None and state.best_step is not None:
+        _share_identical_files(out_dir / CHECKPOINTS / f"step-{state.best_step}" / "model", best_dir)
     model_dir = out_dir / "model"
     with _atomic_dir(model_dir) as tmp:
-        shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True)
+        shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
     write_meta(out_dir, stage=stage, config=all_config, inputs=inputs,
                extra={"resolved": resolved, **run_meta, "status": "done", "steps": state.step,
                       "best_metric": state.best_metric, "best_step": state.best_step,
@@ -479,6 +490,38 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
         raise
 
 
+def _link_or_copy(src: str, dst: str) -> str:
+    """A hard link where the file system allows one (no second copy of the weights), else a copy.
+
+    Safe because nothing in a run folder is ever rewritten in place: every folder is written anew
+    and renamed into place (:func:`_atomic_dir`), so a linked file never changes under another name.
+    """
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _share_identical_files(src: Path, dst: Path) -> None:
+    """Replace each file of ``dst`` that is byte-identical to the same file of ``src`` by a hard link to it."""
+    import filecmp
+
+    if not src.is_dir():
+        return
+    for f in dst.rglob("*"):
+        twin = src / f.relative_to(dst)
+        if not f.is_file() or not twin.is_file() or os.path.samefile(f, twin):
+            continue
+        if f.stat().st_size == twin.stat().st_size and filecmp.cmp(f, twin, shallow=False):
+            tmp = f.with_name(f".{f.name}.link.tmp")
+            try:
+                os.link(twin, tmp)
+            except OSError:
+                return  # no hard links here: keep the copies
+            os.replace(tmp, f)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -495,11 +538,40 @@ def _remove_temporaries(out_dir: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def _check_same_run(out_dir: Path, checkpoint: Path, stage: str, config: dict[str, Any],
+                    inputs: dict[str, Any] | None) -> None:
+    """Refuse to continue a run of another model, loss or data: resuming is the default, so it must not
+    silently train the earlier run's weights further under new settings."""
+    from dualist._io import _jsonable, read_meta
+
+    before = read_meta(out_dir) or {}
+    now = {"stage": stage, "config": {k: v for k, v in _jsonable(config).items() if k != "train"},
+           "inputs": _jsonable(inputs or {})}
+    was = {"stage": before.get("stage", stage),
+           "config": {k: v for k, v in (before.get("config") or {}).items() if k != "train"},
+           "inputs": before.get("inputs") or {}}
+    changed = _differences(was, now)
+    if changed:
+        raise StaleArtifactError(f"cannot resume from {checkpoint}: that run was made with other settings or "
+                                 f"inputs ({', '.join(changed)}). {_RESUME_CHOICES}")
+
+
+def _differences(was: Any, now: Any, where: str = "") -> list[str]:
+    """Where two JSON trees disagree; a key only one side has (a setting added since) is no difference."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(was) & set(now)) for d in _differences(was[k], now[k], f"{where}.{k}")]
+    return [] if was == now else [where.lstrip(".")]
+
+
+_RESUME_CHOICES = ("Rerun with that run's settings to continue it, write to another --out, or start over "
+                   "with --no-resume (resume=False), which deletes that run's checkpoints and models.")
+
+
 def _clear_outputs(out_dir: Path) -> None:
     existing = [name for name in _RUN_OUTPUTS if (out_dir / name).exists()]
     if existing:
-        logger.warning("%s holds outputs of an earlier run (%s); starting over replaces them "
-                       "(pass resume=True / --resume to continue that run instead)", out_dir, ", ".join(existing))
+        logger.warning("%s holds outputs of an earlier run (%s); starting over replaces them", out_dir,
+                       ", ".join(existing))
     for name in existing:
         p = out_dir / name
         shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -537,7 +609,7 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     if changed:
         diff = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
         raise StaleArtifactError(f"cannot resume from {path}: it was trained with other settings ({diff}). "
-                                 "Resume with the same settings, or start over without --resume.")
+                                 f"{_RESUME_CHOICES}")
     for k in ("epochs", "max_steps"):
         if before.get(k) != now[k]:
             logger.warning("resuming with %s=%r (was %r): the lr schedule changes from here on", k, now[k],
