@@ -8,6 +8,7 @@ and writes its resolved config next to its outputs (``config.yaml`` in an output
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -19,16 +20,22 @@ from typing import Any, Literal
 
 import yaml
 
+from dualist import _checks as check
 from dualist.config import add_config_args, config_from_args, load_yaml, opt, to_dict
-from dualist.errors import ConfigError, DualistError
+from dualist.errors import ConfigError, DataError, DualistError
 
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("dualist")
 
+# Subcommands that keep finished work when interrupted and continue it when rerun.
+RESUMABLE = ("train-teacher", "score-teacher", "train-student", "repro")
 METRICS_DEFAULT = ["ndcg@10", "mrr@10", "recall@100"]
 
 Precision = Literal["fp32", "int8", "bf16", "onnx-fp32", "onnx-int8"]
+RESUME_HELP = ("continue the run in --out from its last checkpoint when there is one (the default; a run made "
+               "with other settings is refused, never deleted); --no-resume starts over and deletes that run's "
+               "checkpoints and models")
 PRECISION_HELP = ("inference precision of the model(s): fp32 (torch), int8 or bf16 (torch copies), onnx-fp32 "
                   "(ONNX Runtime, the fp32 scores) or onnx-int8 (ONNX Runtime, int8 weights); the onnx ones need "
                   "pip install 'dualist[onnx]'; check ranking quality before relying on a reduced one")
@@ -44,6 +51,9 @@ class DataArgs:
     train_qrels: str = opt("", "qrels file (BEIR TSV or TREC) to use as the training split's judgements instead of "
                                "qrels/train.tsv, e.g. NFCorpus's graded extra/train.graded-2-1-0.tsv")
 
+    def __post_init__(self) -> None:
+        check.fraction(self.dev_fraction, "dev_fraction")
+
 
 @dataclass
 class CandidatesArgs:
@@ -52,6 +62,11 @@ class CandidatesArgs:
     k1: float = opt(0.9, "BM25 k1 (Pyserini default)")
     b: float = opt(0.4, "BM25 b (Pyserini default)")
     out: str = opt("", "output TREC run file, e.g. runs/test.bm25.trec")
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "k")
+        check.at_least(self, 0, "k1")
+        check.fraction(self.b, "b", closed=True)
 
 
 @dataclass
@@ -75,7 +90,10 @@ class TeacherArgs:
     dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
     dev_depth: int = opt(100, "re-rank depth for dev evaluation")
     out: str = opt("", "output folder, e.g. models/teacher")
-    resume: bool = opt(False, "continue from the last checkpoint in --out")
+    resume: bool = opt(True, RESUME_HELP)
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "dev_depth")
 
 
 @dataclass
@@ -88,6 +106,12 @@ class ScoreArgs:
                                 "train the student with the same --max-positives (or --positives first for 1)")
     batch_size: int = opt(64, "pairs per forward pass")
     out: str = opt("", "output Parquet file, e.g. scores/train.teacher.parquet")
+    force: bool = opt(False, "replace a --out cache made from another teacher, candidate run, depth or split "
+                             "(without it, such a cache is an error)", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "depth", "batch_size")
+        check.at_least(self, 0, "max_positives")
 
 
 @dataclass
@@ -102,7 +126,10 @@ class StudentArgs:
     dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
     dev_depth: int = opt(100, "re-rank depth for dev evaluation")
     out: str = opt("", "output folder, e.g. models/student-m3se")
-    resume: bool = opt(False, "continue from the last checkpoint in --out")
+    resume: bool = opt(True, RESUME_HELP)
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "dev_depth")
 
 
 @dataclass
@@ -112,7 +139,13 @@ class IndexArgs:
     factory: str = opt("Flat", "FAISS index factory string when --backend faiss (Flat, HNSW32, IVF256,PQ32...)")
     batch_size: int = opt(64, "documents per forward pass")
     precision: Precision = opt("fp32", PRECISION_HELP)
+    nprobe: int = opt(0, "IVF lists visited per query, saved as the index's default (0 = FAISS's default, 1)")
+    ef_search: int = opt(0, "HNSW search beam width, saved as the index's default (0 = FAISS's default, 16)")
     out: str = opt("", "output index folder")
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "batch_size")
+        check.at_least(self, 0, "nprobe", "ef_search")
 
 
 @dataclass
@@ -125,7 +158,14 @@ class SearchArgs:
     rerank_depth: int = opt(100, "how many retrieved results the cross-encoder re-scores")
     batch_size: int = opt(64, "texts per forward pass")
     precision: Precision = opt("fp32", PRECISION_HELP)
+    nprobe: int = opt(0, "FAISS IVF lists visited per query; raise it when results come back short "
+                         "(0 = the index's own setting)")
+    ef_search: int = opt(0, "FAISS HNSW search beam width (0 = the index's own setting)")
     out: str = opt("", "output TREC run file")
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "k", "rerank_depth", "batch_size")
+        check.at_least(self, 0, "nprobe", "ef_search")
 
 
 @dataclass
@@ -137,6 +177,9 @@ class RerankArgs:
     precision: Precision = opt("fp32", PRECISION_HELP)
     batch_size: int = opt(64, "texts per forward pass")
     out: str = opt("", "output TREC run file")
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "depth", "batch_size")
 
 
 @dataclass
@@ -176,26 +219,106 @@ def _write_resolved(out: str | Path, sections: dict[str, Any]) -> Path:
 
 
 def _dataset(d: DataArgs) -> Any:
+    from dualist.repro.pipeline import resolve_dataset
     from dualist.stages import load_dataset
 
-    return load_dataset(_need(d.data, "--data", "a BEIR folder or dataset name"), strict=d.strict,
-                        dev_fraction=d.dev_fraction or None, train_qrels=d.train_qrels or None)
+    data = resolve_dataset(_need(d.data, "--data", "a BEIR folder or dataset name"))  # $DUALIST_DATA_ROOT/<name>
+    train_qrels = check.input_file(d.train_qrels, "--train-qrels", "a qrels file") if d.train_qrels else None
+    return load_dataset(data, strict=d.strict, dev_fraction=d.dev_fraction or None, train_qrels=train_qrels)
 
 
-def _read_run(path: str, flag: str) -> dict[str, dict[str, float]]:
+def _read_run(path: str, flag: str, dataset: Any = None, split: str | None = None) -> dict[str, dict[str, float]]:
+    """A TREC run; with ``dataset`` and ``split``, one that holds some of that split's queries."""
     from dualist.data import read_trec_run
 
-    return read_trec_run(_need(path, flag, "a TREC run file"))
+    run = read_trec_run(check.input_file(_need(path, flag, "a TREC run file"), flag, "a TREC run file"))
+    if not run:
+        raise DataError(f"{flag}: the run holds no results", path=path, hint="is it the right file?")
+    if dataset is not None and split is not None and not set(run) & set(dataset.queries_for(split)):
+        raise DataError(f"{flag}: none of the run's {len(run)} queries is a query of split {split!r}", path=path,
+                        hint=f"was it made for another split or dataset? ('dualist candidates --split {split}')")
+    return run
 
 
-def _parse_loss_args(items: list[str]) -> dict[str, Any]:
+def _parse_loss_args(items: list[str], loss: str) -> dict[str, Any]:
+    """``key=value`` pairs, checked against the loss's keyword arguments now, before any work."""
+    from dualist.losses import build_loss
+
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--loss-args: expected key=value, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
+    try:
+        build_loss(loss, **out)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--loss-args: {exc}") from None
     return out
+
+
+def _teacher_scores(path: str) -> Any:
+    from dualist.training import TeacherScores
+
+    what = "a teacher score cache (Parquet) written by 'dualist score-teacher'"
+    check.input_file(path, "--teacher-scores", what)
+    try:
+        return TeacherScores.load(path)
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"--teacher-scores: not a Parquet file of teacher scores ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''})", path=path,
+                        hint=f"pass {what}") from None
+
+
+def _model(spec: str, flag: str, what: str, precision: str = "fp32") -> Any:
+    """A dualist model folder, or a backbone spec (alias, hub id) as a zero-shot dual-encoder."""
+    from dualist.stages import load_model
+
+    spec = _need(spec, flag, what)
+    p = Path(spec)
+    if p.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        check.input_dir(spec, flag, what)
+    return load_model(spec, precision=precision)
+
+
+def _probes(ds: Any, split: str, cands: dict[str, dict[str, float]], t: Any) -> list[Any]:
+    """The score-evolution probe of ``probes.jsonl`` (at the start, every --probe-every steps, at the end):
+    one training query's scores of its positives and hardest BM25 negatives, as 'dualist repro' records."""
+    from dualist.diagnostics import pick_probe_query, select_probe_docs
+    from dualist.diagnostics.evolution import make_probe
+
+    qrels = ds.qrels_for(split)
+    try:
+        qid = pick_probe_query(qrels, cands)
+    except DualistError:
+        logger.info("no training query suits a score-evolution probe; probes.jsonl is not written")
+        return []
+    docs, labels = select_probe_docs(qid, qrels, cands, seed=t.seed)
+    return [make_probe(ds, qid, list(docs), list(labels))]
+
+
+def _search_params(index: Any, nprobe: int, ef_search: int) -> None:
+    """--nprobe / --ef-search on a loaded index (0 keeps what the index was saved with)."""
+    if not (nprobe or ef_search):
+        return
+    if getattr(index, "type_name", "") != "faiss":
+        raise ConfigError("--nprobe and --ef-search apply to FAISS indexes only; this --index is exact")
+    index.set_search_params(nprobe=nprobe or None, ef_search=ef_search or None)
+
+
+@contextlib.contextmanager
+def _resolved_config_kept(out: Path, sections: dict[str, Any]) -> Any:
+    """Write the resolved config beside a trainer's outputs once it ran (finished or interrupted), never
+    when it refused to start, so a refused rerun leaves the earlier run's config.yaml in place."""
+    try:
+        yield
+    except DualistError:
+        raise
+    except BaseException:
+        if out.is_dir():
+            _write_resolved(out, sections)
+        raise
+    _write_resolved(out, sections)
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -204,7 +327,7 @@ def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(CandidatesArgs, ns, cfg)
-    out = _need(a.out, "--out", "the TREC run file to write")
+    out = check.output_file(_need(a.out, "--out", "the TREC run file to write"))
     ds = _dataset(d)
     run = run_candidates(ds, a.split, out, k=a.k, k1=a.k1, b=a.b)
     _write_resolved(out, {"data": d, "args": a})
@@ -236,16 +359,16 @@ def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     a = config_from_args(TeacherArgs, ns, cfg)
     m = config_from_args(CrossEncoderConfig, ns, cfg, section="model")
     t = config_from_args(TrainConfig, ns, cfg, section="train")
-    out = Path(_need(a.out, "--out", "the folder to write the teacher to"))
+    out = check.output_dir(_need(a.out, "--out", "the folder to write the teacher to"))
     ds = _dataset(d)
-    cands = _read_run(a.candidates, "--candidates")
+    cands = _read_run(a.candidates, "--candidates", ds, a.split)
     eval_fn = None
     if a.dev_split:
-        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates"),
+        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates", ds, a.dev_split),
                               depth=a.dev_depth)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_resolved(out, {"data": d, "args": a, "model": m, "train": t})
-    path = train_teacher(ds, a.split, cands, m, t, out, eval_fn=eval_fn, resume=a.resume)
+    with _resolved_config_kept(out, {"data": d, "args": a, "model": m, "train": t}):
+        path = train_teacher(ds, a.split, cands, m, t, out, eval_fn=eval_fn, probes=_probes(ds, a.split, cands, t),
+                             resume=a.resume)
     print(f"teacher saved to {path}")
 
 
@@ -255,12 +378,13 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(ScoreArgs, ns, cfg)
-    out = _need(a.out, "--out", "the Parquet file to write")
+    out = check.output_file(_need(a.out, "--out", "the Parquet file to write"))
     ds = _dataset(d)
-    teacher = CrossEncoder.from_pretrained(_need(a.teacher, "--teacher", "the teacher model folder"))
-    scores = score_candidates(teacher, ds, a.split, _read_run(a.candidates, "--candidates"), out,
-                              depth=a.depth, batch_size=a.batch_size, teacher_path=a.teacher,
-                              max_positives=a.max_positives or None)
+    cands = _read_run(a.candidates, "--candidates", ds, a.split)
+    what = "the teacher model folder (models/teacher/model from 'dualist train-teacher')"
+    teacher = CrossEncoder.from_pretrained(check.input_dir(_need(a.teacher, "--teacher", what), "--teacher", what))
+    scores = score_candidates(teacher, ds, a.split, cands, out, depth=a.depth, batch_size=a.batch_size,
+                              teacher_path=a.teacher, max_positives=a.max_positives or None, force=a.force)
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(scores)} teacher scores")
 
@@ -268,39 +392,46 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import DualEncoderConfig
     from dualist.stages import dev_eval_fn
-    from dualist.training import TeacherScores, TrainConfig, train_student
+    from dualist.training import TrainConfig, train_student
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(StudentArgs, ns, cfg)
     m = config_from_args(DualEncoderConfig, ns, cfg, section="model")
     t = config_from_args(TrainConfig, ns, cfg, section="train")
-    out = Path(_need(a.out, "--out", "the folder to write the student to"))
+    out = check.output_dir(_need(a.out, "--out", "the folder to write the student to"))
+    loss_kwargs = _parse_loss_args(a.loss_args, a.loss)
+    if a.loss != "onehot" and not a.teacher_scores:
+        raise ConfigError(f"--loss {a.loss} distills the teacher's scores: pass --teacher-scores (a cache from "
+                          "'dualist score-teacher'), or train without a teacher with --loss onehot")
     ds = _dataset(d)
-    cands = _read_run(a.candidates, "--candidates")
-    teacher_scores = TeacherScores.load(a.teacher_scores) if a.teacher_scores else None
+    cands = _read_run(a.candidates, "--candidates", ds, a.split)
+    teacher_scores = _teacher_scores(a.teacher_scores) if a.teacher_scores else None
     eval_fn = None
     if a.dev_split:
-        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates"),
+        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates", ds, a.dev_split),
                               depth=a.dev_depth)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_resolved(out, {"data": d, "args": a, "model": m, "train": t})
-    path = train_student(ds, a.split, cands, m, t, out, loss=a.loss, loss_kwargs=_parse_loss_args(a.loss_args),
-                         teacher_scores=teacher_scores, eval_fn=eval_fn, resume=a.resume)
+    with _resolved_config_kept(out, {"data": d, "args": a, "model": m, "train": t}):
+        path = train_student(ds, a.split, cands, m, t, out, loss=a.loss, loss_kwargs=loss_kwargs,
+                             teacher_scores=teacher_scores, eval_fn=eval_fn, probes=_probes(ds, a.split, cands, t),
+                             resume=a.resume)
     print(f"student ({a.loss}) saved to {path}")
 
 
 def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.evaluation.modes import _search_space, encode_corpus
     from dualist.index import ExactIndex, FaissIndex
-    from dualist.stages import load_model
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(IndexArgs, ns, cfg)
-    out = _need(a.out, "--out", "the index folder to write")
+    out = check.output_dir(_need(a.out, "--out", "the index folder to write"))
+    if a.backend == "exact" and (a.nprobe or a.ef_search):
+        raise ConfigError("--nprobe and --ef-search apply to --backend faiss only")
+    # made before encoding, so a missing faiss fails at once, not after the corpus
+    index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory, nprobe=a.nprobe or None,
+                                                                  ef_search=a.ef_search or None)
     ds = _dataset(d)
-    model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
+    model = _model(a.model, "--model", "a dual-encoder folder or a model name (minilm-l6)", a.precision)
     ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
-    index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory)
     index.add(ids, _search_space(model, emb))
     index.save(out)
     _write_resolved(out, {"data": d, "args": a})
@@ -310,17 +441,22 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.data import write_trec_run
     from dualist.index import load_index
-    from dualist.stages import load_model, run_rerank, run_retrieve
+    from dualist.stages import run_rerank, run_retrieve
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(SearchArgs, ns, cfg)
-    out = _need(a.out, "--out", "the TREC run file to write")
+    out = check.output_file(_need(a.out, "--out", "the TREC run file to write"))
+    index = None
+    if a.index:
+        index = load_index(check.input_dir(a.index, "--index", "an index folder from 'dualist index'"))
+        _search_params(index, a.nprobe, a.ef_search)
+    elif a.nprobe or a.ef_search:
+        raise ConfigError("--nprobe and --ef-search set how a FAISS --index is searched; give --index")
     ds = _dataset(d)
-    model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
-    index = load_index(a.index) if a.index else None
+    model = _model(a.model, "--model", "a dual-encoder folder or a model name (minilm-l6)", a.precision)
     run = run_retrieve(model, ds, a.split, k=a.k, index=index, batch_size=a.batch_size)
     if a.rerank_with:
-        ce = load_model(a.rerank_with, precision=a.precision)
+        ce = _model(a.rerank_with, "--rerank-with", "a cross-encoder folder", a.precision)
         run = run_rerank(ce, ds, a.split, run, depth=a.rerank_depth, batch_size=a.batch_size)
     write_trec_run(run, out, tag="dualist")
     _write_resolved(out, {"data": d, "args": a})
@@ -328,15 +464,15 @@ def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_rerank(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.stages import load_model, run_rerank
+    from dualist.stages import run_rerank
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(RerankArgs, ns, cfg)
-    out = _need(a.out, "--out", "the TREC run file to write")
+    out = check.output_file(_need(a.out, "--out", "the TREC run file to write"))
     ds = _dataset(d)
-    model = load_model(_need(a.model, "--model", "a model folder"), precision=a.precision)
-    run = run_rerank(model, ds, a.split, _read_run(a.candidates, "--candidates"), depth=a.depth,
-                     batch_size=a.batch_size, out=out)
+    cands = _read_run(a.candidates, "--candidates", ds, a.split)
+    model = _model(a.model, "--model", "a model folder or a model name (minilm-l6)", a.precision)
+    run = run_rerank(model, ds, a.split, cands, depth=a.depth, batch_size=a.batch_size, out=out)
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(run)} queries re-ranked to depth {a.depth}")
 
@@ -345,10 +481,16 @@ def cmd_evaluate(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.data import read_qrels
     from dualist.stages import run_evaluate
 
+    from dualist.evaluation.metrics import parse_metric
+
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(EvaluateArgs, ns, cfg)
+    for name in a.metrics:
+        parse_metric(name)
+    if a.out:
+        check.output_file(a.out)
     if a.qrels:
-        qrels = read_qrels(a.qrels)
+        qrels = read_qrels(check.input_file(a.qrels, "--qrels", "a qrels file (TREC or BEIR tsv)"))
     else:
         qrels = _dataset(d).qrels_for(a.split)
     run = _read_run(a.run, "--run")
@@ -447,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser, handlers = build_parser()
+    groups = {name: groups for name, _, _, groups in _subcommands()}
     ns = parser.parse_args(argv)
     if not ns.command:
         parser.print_help()
@@ -455,12 +598,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         cfg = load_yaml(ns.config) if ns.config else {}
+        if cfg:
+            check.check_config_keys(cfg, [(cls, section) for cls, section, _ in groups[ns.command]],
+                                    where=f"--config {ns.config}")
         handlers[ns.command](ns, cfg)
     except DualistError as exc:
         print(f"dualist {ns.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dualist {ns.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"dualist {ns.command}: interrupted; "
+              + ("rerun the same command to resume" if ns.command in RESUMABLE else "rerun the command to start it again"),
+              file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dualist evaluate ... | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     logger.info("%s finished in %.1fs", ns.command, time.time() - t0)
     return 0

@@ -30,6 +30,7 @@ __all__ = [
     "run_retrieve",
     "run_evaluate",
     "dev_eval_fn",
+    "split_queries",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,14 +159,32 @@ def model_kind(path: str | Path) -> str:
 def load_model(path: str | Path, precision: str = "fp32", **overrides: Any) -> Any:
     """Load a saved :class:`~dualist.models.CrossEncoder` or :class:`~dualist.models.DualEncoder`.
 
+    A ``path`` that is no folder is a backbone spec (an alias such as ``minilm-l6``, or a Hugging Face
+    id): it loads as a zero-shot :class:`~dualist.models.DualEncoder` with default settings.
     ``precision`` other than ``"fp32"`` returns the model's inference copy ``quantized(precision)``
     (``int8``, ``bf16``, ``onnx-fp32``, ``onnx-int8``).
     """
     from dualist.models import CrossEncoder, DualEncoder
 
+    if not Path(path).is_dir():
+        logger.info("%s is no model folder: loading it as a zero-shot dual-encoder", path)
+        model = DualEncoder(model=str(path), **overrides)
+        return model if precision == "fp32" else model.quantized(precision)
     cls = CrossEncoder if model_kind(path) == "cross_encoder" else DualEncoder
     model = cls.from_pretrained(path, **overrides)
     return model if precision == "fp32" else model.quantized(precision)
+
+
+def split_queries(dataset: Any, split: str) -> dict[str, str]:
+    """The queries of ``split``; an error, not an empty run marked done, when it has none."""
+    from dualist.errors import DataError
+
+    queries = dataset.queries_for(split)
+    if not queries:
+        raise DataError(f"split {split!r} has no queries with a text in queries.jsonl",
+                        path=getattr(dataset, "path", None),
+                        hint="its qrels point at query ids that queries.jsonl does not hold; check both files")
+    return queries
 
 
 # --------------------------------------------------------------------------- stages
@@ -188,7 +207,7 @@ def run_candidates(dataset: Any, split: str, out: str | Path, *, k: int = 100, f
     t0 = time.time()
     retriever = BM25Retriever(**bm25_params)
     retriever.index(dataset.corpus)
-    run = retriever.search(dataset.queries_for(split), k=k)
+    run = retriever.search(split_queries(dataset, split), k=k)
     write_trec_run(run, out, tag="bm25")
     mark_done(out, fp, stage="candidates", split=split, k=k, params=bm25_params, seconds=time.time() - t0)
     return read_trec_run(out)
@@ -236,7 +255,7 @@ def run_rerank(model: Any, dataset: Any, split: str, candidates: dict[str, dict[
     from dualist.data import write_trec_run
     from dualist.evaluation.modes import rerank
 
-    run = rerank(model, dataset, dataset.queries_for(split), candidates, depth=depth, batch_size=batch_size,
+    run = rerank(model, dataset, split_queries(dataset, split), candidates, depth=depth, batch_size=batch_size,
                  doc_embeddings=doc_embeddings)
     if out is not None:
         write_trec_run(run, out, tag="rerank")
@@ -250,7 +269,7 @@ def run_retrieve(model: Any, dataset: Any, split: str, *, k: int = 100, index: A
     from dualist.data import write_trec_run
     from dualist.evaluation.modes import retrieve
 
-    run = retrieve(model, dataset, dataset.queries_for(split), k=k, index=index, batch_size=batch_size,
+    run = retrieve(model, dataset, split_queries(dataset, split), k=k, index=index, batch_size=batch_size,
                    doc_embeddings=doc_embeddings)
     if out is not None:
         write_trec_run(run, out, tag="retrieval")

@@ -60,6 +60,7 @@ class _Analyzer:
 
     def __init__(self, stemmer: str | None, stopwords: str | list[str] | None, lowercase: bool,
                  token_pattern: str):
+        _bm25s()  # first import: keep the application's log level
         from bm25s.tokenization import _infer_stopwords
 
         if stopwords is not None and not isinstance(stopwords, str):
@@ -119,6 +120,21 @@ class _Analyzer:
         return [i for i in ids if i >= 0]
 
 
+def _bm25s() -> Any:
+    """Import bm25s without its import-time ``setLevel(DEBUG)``: the application sets the level
+    (the CLI's ``-q`` must hide its debug lines), so the logger keeps the level it had before."""
+    import sys
+
+    if "bm25s" in sys.modules:
+        return sys.modules["bm25s"]
+    log = logging.getLogger("bm25s")
+    level = log.level
+    import bm25s
+
+    log.setLevel(level)
+    return bm25s
+
+
 class BM25Retriever:
     """Lexical BM25 retrieval over a corpus, returning runs (``{qid: {docid: score}}``).
 
@@ -164,7 +180,7 @@ class BM25Retriever:
     def index(self, corpus: Mapping[str, Mapping[str, str]] | Dataset, *,
               show_progress: bool | None = None) -> BM25Retriever:
         """Index ``corpus`` (doc id -> ``{"title", "text"}``, or a :class:`Dataset`); returns self."""
-        import bm25s
+        bm25s = _bm25s()
 
         docs = corpus.corpus if isinstance(corpus, Dataset) else corpus
         if not docs:
@@ -269,7 +285,7 @@ class BM25Retriever:
     def save(self, directory: str | Path) -> Path:
         """Write the index: bm25s's own arrays and vocabulary, plus ``dualist_bm25.json``
         (analyzer settings and doc ids). No pickle."""
-        import bm25s
+        bm25s = _bm25s()
 
         self._require_index()
         directory = Path(directory)
@@ -282,7 +298,7 @@ class BM25Retriever:
     @classmethod
     def load(cls, directory: str | Path, *, mmap: bool = False) -> BM25Retriever:
         """Load an index written by :meth:`save` (``mmap=True`` maps the score arrays from disk)."""
-        import bm25s
+        bm25s = _bm25s()
 
         directory = Path(directory)
         meta_path = directory / PARAMS_FILE

@@ -84,6 +84,10 @@ def load_beir(path_or_name: str | os.PathLike[str], *, splits: str | Iterable[st
 
     corpus = _read_corpus(corpus_path)
     queries = _read_queries(queries_path)
+    for path, records in ((corpus_path, corpus), (queries_path, queries)):
+        if not records:
+            raise DataError("holds no records", path=path,
+                            hint="each line is a JSON object with an _id; is it the right file, or was it cut short?")
     qrels = {}
     for name, path in split_files.items():
         qrels[name] = _read_split_qrels(path, queries, corpus, strict=strict)
@@ -200,7 +204,8 @@ def _split_files(folder: Path, splits: str | Iterable[str] | None) -> dict[str, 
     if missing:
         raise DataError(f"split(s) {', '.join(map(repr, missing))} not found; available: "
                         f"{', '.join(available) or '(none)'}", path=qdir,
-                        hint="SciFact has no dev split: use dualist.data.carve_dev on train"
+                        hint="SciFact has no dev split: carve one from train with --dev-fraction 0.1 "
+                             "(dualist.data.carve_dev)"
                         if "dev" in missing else "each split is a file qrels/<split>.tsv")
     return {s: available[s] for s in wanted}
 
@@ -293,7 +298,8 @@ def _read_split_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dic
                 value = qid if unknown == "query" else did
                 raise DataError(f"judgement for unknown {unknown} id {value!r}", path=path, line=lineno,
                                 hint=f"it is not in {'queries' if unknown == 'query' else 'corpus'}.jsonl; "
-                                     "fix the ids, or load with strict=False to drop such rows")
+                                     "fix the ids, or drop such rows by loading without --strict "
+                                     "(--no-strict, strict=False)")
             (bad_q if unknown == "query" else bad_d).append(qid if unknown == "query" else did)
             continue
         docs = qrels.setdefault(qid, {})

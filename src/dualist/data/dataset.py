@@ -95,8 +95,8 @@ class Dataset:
             where = f" in {self.path}" if self.path is not None else ""
             raise DataError(f"dataset {self.name!r} has no split {split!r}{where}; it has: "
                             f"{', '.join(self.splits) or '(none)'}",
-                            hint="SciFact has no dev split: carve one from train with "
-                                 "dualist.data.carve_dev" if split == "dev" else None) from None
+                            hint="SciFact has no dev split: carve one from train with --dev-fraction 0.1 "
+                                 "(dualist.data.carve_dev)" if split == "dev" else None) from None
 
     def queries_for(self, split: str) -> dict[str, str]:
         """Query id -> text for the queries judged in ``split``, sorted by id.

@@ -26,7 +26,7 @@ import numpy as np
 from dualist.errors import DataError
 
 __all__ = ["EvolutionTable", "ProbeDocs", "score_evolution", "read_probes", "select_probe_docs",
-           "pick_probe_query"]
+           "pick_probe_query", "make_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,3 +232,29 @@ def pick_probe_query(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, M
     if best is None:
         raise ValueError(f"no query in the run has >= {min_pos} relevant documents and a non-relevant candidate")
     return best[1]
+
+
+def make_probe(dataset: Any, qid: str, doc_ids: list[str], labels: list[int]) -> Any:
+    """A training probe (``probe(model, step) -> row`` for ``probes.jsonl``): the model's scores of
+    the fixed documents ``doc_ids`` (e.g. from :func:`select_probe_docs`) for query ``qid``."""
+    from dualist.models import CrossEncoder
+
+    query = dataset.queries[qid]
+    texts = [dataset.doc_text(d) for d in doc_ids]
+
+    def probe(model: Any, step: int) -> dict[str, Any]:
+        was = model.training
+        model.eval()
+        try:
+            if isinstance(model, CrossEncoder):
+                scores = model.score([query] * len(texts), texts, show_progress=False)
+            else:
+                q = model.encode_queries([query], show_progress=False)
+                d = model.encode_docs(texts, show_progress=False)
+                scores = model.score_embeddings(q, d)[0]
+        finally:
+            model.train(was)
+        return {"step": step, "query_id": qid, "doc_ids": doc_ids, "labels": labels,
+                "scores": [float(s) for s in scores]}
+
+    return probe

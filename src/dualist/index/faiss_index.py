@@ -66,13 +66,7 @@ class FaissIndex(BaseIndex):
         self._faiss = _import_faiss()
         if metric not in ("ip", "l2"):
             raise ConfigError(f"metric must be 'ip' or 'l2', got {metric!r}")
-        for name, value, needs in (("nprobe", nprobe, "IVF"), ("ef_search", ef_search, "HNSW")):
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-            if needs not in factory.upper():
-                raise ConfigError(f"{name} applies to {needs} indexes only, not to {factory!r}")
+        _check_search_params(factory, nprobe, ef_search)
         self.factory = factory
         self.metric = metric
         self.nprobe = None if nprobe is None else int(nprobe)
@@ -112,6 +106,16 @@ class FaissIndex(BaseIndex):
         except RuntimeError as e:
             raise ConfigError(f"FAISS cannot build {self.factory!r}: {_faiss_message(e)}") from e
         self._apply_search_params()
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change ``nprobe`` / ``ef_search`` (None keeps the current value), e.g. on a loaded index."""
+        _check_search_params(self.factory, nprobe, ef_search)
+        if nprobe is not None:
+            self.nprobe = int(nprobe)
+        if ef_search is not None:
+            self.ef_search = int(ef_search)
+        if self._index is not None:
+            self._apply_search_params()
 
     def _apply_search_params(self) -> None:
         space = self._faiss.ParameterSpace()
@@ -161,6 +165,8 @@ class FaissIndex(BaseIndex):
         if self.metric == "l2":
             scores = -scores
         missing = rows < 0  # an approximate index may find fewer than k
+        if missing.any():
+            self._warn_short(missing, k)
         scores = np.where(missing, -np.inf, scores).astype(np.float32)
         # Deterministic order among returned hits: score desc, then insertion order; misses last.
         keys = np.where(missing, np.iinfo(np.int64).max, rows)
@@ -170,6 +176,17 @@ class FaissIndex(BaseIndex):
         scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
         ids = self._ids
         return SearchResults(ids=[[ids[j] for j in row if j >= 0] for row in rows.tolist()], scores=scores)
+
+    def _warn_short(self, missing: np.ndarray, k: int) -> None:
+        """Say so when an approximate search returns fewer results than asked: it costs recall quietly."""
+        short = int(missing.any(axis=1).sum())
+        found = int(missing.size - missing.sum())
+        knob = ("raise nprobe (--nprobe; IVF lists visited per query, now "
+                f"{self.nprobe or 'FAISS default 1'})" if "IVF" in self.factory.upper() else
+                f"raise ef_search (--ef-search, now {self.ef_search or 'FAISS default 16'})"
+                if "HNSW" in self.factory.upper() else "use a less approximate index")
+        logger.warning("FAISS %s returned %d of the %d results asked for (%d of %d queries got fewer than "
+                       "k=%d); %s", self.factory, found, missing.size, short, missing.shape[0], k, knob)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -206,6 +223,17 @@ class FaissIndex(BaseIndex):
         index._ids = read_ids(directory, count)
         index._id_set = set(index._ids)
         return index
+
+
+def _check_search_params(factory: str, nprobe: int | None, ef_search: int | None) -> None:
+    for name, value, needs in (("nprobe", nprobe, "IVF"), ("ef_search", ef_search, "HNSW")):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if needs not in factory.upper():
+            raise ConfigError(f"{name} applies to {needs} indexes only, not to {factory!r} "
+                              f"(--{name.replace('_', '-')})")
 
 
 def _faiss_message(e: Exception) -> str:

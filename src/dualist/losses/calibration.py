@@ -31,7 +31,6 @@ import dataclasses
 import math
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from dualist.losses.onehot import OneHotCELoss
@@ -56,10 +55,11 @@ def fit_scale(student: Tensor, teacher: Tensor) -> Affine:
     Args:
         student, teacher: ``(B, C)`` scores of the same (query, candidate) cells, ``C >= 2``.
 
+    >>> import torch
     >>> s = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
     >>> t = torch.tensor([[10.0, 6.0], [2.0, -2.0]])   # spread 4 within rows where the student's is 1
     >>> fit_scale(s, t)
-    Affine(scale=0.25, bias=0.0)
+    Affine(scale=0.25, bias=0.5)
     """
     if student.shape != teacher.shape or student.dim() != 2 or student.shape[1] < 2:
         raise ValueError(f"expected student and teacher scores of one shape (B, C >= 2), got "
@@ -99,6 +99,7 @@ class WithInBatchOneHot(nn.Module):
     which the teacher scored, then ``E`` in-batch columns (other queries' documents; a column relevant
     to the row's query is already masked to a very low score). ``teacher_scores`` is ``(B, C)``.
 
+    >>> import torch
     >>> from dualist.losses import build_loss
     >>> loss = WithInBatchOneHot(build_loss("mse"), weight=0.5)
     >>> s = torch.tensor([[2.0, 0.0, 1.0]])            # own: 2, 0; in-batch: 1

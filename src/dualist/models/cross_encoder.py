@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dualist._io import read_meta, write_meta
+from dualist._io import read_meta, write_json, write_meta
 from dualist.config import opt
 from dualist.errors import ConfigError, DualistError
 from dualist.models._common import (
@@ -291,6 +291,7 @@ class CrossEncoder(torch.nn.Module):
             self.tokenizer.save_pretrained(path)
         finally:
             self.tokenizer.model_max_length = limit
+        _refuse_foreign_loaders(path, self.config.pooling)
         write_meta(path, stage="model", config=self.config,
                    extra={"model_class": "CrossEncoder", "base_model": self.base_model,
                           "layout": "transformers-sequence-classification"})
@@ -320,6 +321,32 @@ class CrossEncoder(torch.nn.Module):
         torch.nn.Module.__init__(obj)
         obj._setup(cfg, model, tokenizer, base_model=base_model)
         return obj
+
+
+def _refuse_foreign_loaders(path: Path, pooling: str) -> None:
+    """Make ``sentence_transformers.CrossEncoder`` (v6+) refuse a teacher whose scores it cannot reproduce.
+
+    Without these files it would load a ``pooling="mean"`` or ``"cosine"`` teacher as a plain
+    sequence classifier, score it through the ``[CLS]`` pooler and return other scores, silently.
+    ``config_sentence_transformers.json`` declares a requirement no environment meets, with the
+    reason, which sentence-transformers checks before loading anything; ``modules.json`` names a
+    module that is not sentence-transformers' own, which it refuses to import even where the
+    requirement is not read. A ``pooling="cls"`` teacher gets neither and loads there unchanged.
+    """
+    files = (path / "modules.json", path / "config_sentence_transformers.json")
+    if pooling == "cls":
+        for f in files:
+            f.unlink(missing_ok=True)
+        return
+    reason = (f"This folder is a dualist cross-encoder with pooling={pooling!r}: it scores from the mean of the "
+              "token states, which sentence_transformers.CrossEncoder does not reproduce (it would score through "
+              "the [CLS] pooler and return other scores). Load it with "
+              "dualist.models.CrossEncoder.from_pretrained(path), or train the teacher with --pooling cls for a "
+              "folder that sentence-transformers loads.")
+    write_json(files[0], [{"idx": 0, "name": "0", "path": "",
+                           "type": f"dualist.models.cross_encoder.{pooling.capitalize()}PooledTeacher"}])
+    write_json(files[1], {"model_type": "CrossEncoder",
+                          "requirements": {"python": {"specifier": "<0", "reason": reason}}})
 
 
 def _load_classifier(spec: str, num_layers: int | None):

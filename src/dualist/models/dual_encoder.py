@@ -12,8 +12,11 @@ Two paths share one set of weights:
 
 Saved folders are sentence-transformers models (``shared=True``), so a trained student is usable
 anywhere ``SentenceTransformer(path)`` is. Two things only dualist knows, kept in ``dualist.json``:
-``temperature`` (sentence-transformers scores are un-scaled) and ``query_max_length``
-(sentence-transformers truncates queries at ``doc_max_length`` too). With ``shared=False`` the
+``temperature`` (sentence-transformers scores are un-scaled). The query and document lengths are
+saved as sentence-transformers' ``query_length`` and ``document_length``: its ``encode_query`` and
+``encode_document`` (v6+) give the embeddings of :meth:`~DualEncoder.encode_queries` and
+:meth:`~DualEncoder.encode_docs`, while its plain ``encode`` truncates every text at the document
+length. With ``shared=False`` the
 folder holds ``query/`` and ``doc/``, each a sentence-transformers model for its own tower.
 
 >>> import tempfile, pathlib
@@ -354,7 +357,13 @@ class DualEncoder(torch.nn.Module):
                             "type": "sentence_transformers.models.Normalize"})
             write_json(path / "2_Normalize" / "config.json", {})
         write_json(path / "modules.json", modules)
-        write_json(path / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+        # query_length / document_length: sentence-transformers >= 6 truncates encode_query() input at
+        # the first and encode_document() input at the second, as encode_queries / encode_docs do here;
+        # plain encode() truncates everything at max_seq_length (the document length).
+        write_json(path / "sentence_bert_config.json", {
+            "max_seq_length": max_seq_length, "do_lower_case": False,
+            "query_length": self._query_len if self.config.shared else max_seq_length,
+            "document_length": max_seq_length})
         write_json(path / "1_Pooling" / "config.json", {
             "word_embedding_dimension": self.dim,
             "pooling_mode_cls_token": self.config.pooling == "cls",
@@ -451,8 +460,12 @@ def _config_from_sentence_transformers(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"{path}: pooling {mode!r} is not supported (mean or cls)")
             cfg["pooling"] = mode
     st_cfg = path / "sentence_bert_config.json"
-    if st_cfg.exists() and read_json(st_cfg).get("max_seq_length"):
-        cfg["doc_max_length"] = int(read_json(st_cfg)["max_seq_length"])
+    if st_cfg.exists():
+        st = read_json(st_cfg)
+        if st.get("document_length") or st.get("max_seq_length"):
+            cfg["doc_max_length"] = int(st.get("document_length") or st["max_seq_length"])
+        if st.get("query_length"):
+            cfg["query_max_length"] = int(st["query_length"])
     st_meta = path / "config_sentence_transformers.json"
     if st_meta.exists():
         sim = read_json(st_meta).get("similarity_fn_name")

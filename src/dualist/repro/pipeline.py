@@ -139,27 +139,9 @@ def _teacher_config(prof: Profile, model: str) -> Any:
 
 def _probe_fn(dataset: Any, qid: str, doc_ids: list[str], labels: list[int]):
     """A training probe: the model's scores for one fixed query's 5 positives and 5 negatives."""
-    from dualist.models import CrossEncoder
+    from dualist.diagnostics.evolution import make_probe
 
-    query = dataset.queries[qid]
-    texts = [dataset.doc_text(d) for d in doc_ids]
-
-    def probe(model: Any, step: int) -> dict[str, Any]:
-        was = model.training
-        model.eval()
-        try:
-            if isinstance(model, CrossEncoder):
-                scores = model.score([query] * len(texts), texts, show_progress=False)
-            else:
-                q = model.encode_queries([query], show_progress=False)
-                d = model.encode_docs(texts, show_progress=False)
-                scores = model.score_embeddings(q, d)[0]
-        finally:
-            model.train(was)
-        return {"step": step, "query_id": qid, "doc_ids": doc_ids, "labels": labels,
-                "scores": [float(s) for s in scores]}
-
-    return probe
+    return make_probe(dataset, qid, doc_ids, labels)
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -97,6 +97,67 @@ def file_umask() -> int:
     return mask
 
 
+def link_or_copy(src: str, dst: str) -> str:
+    """A hard link where the file system allows one (no second copy of the weights), else a copy.
+
+    Safe because nothing in a run folder is ever rewritten in place: every folder is written anew
+    and renamed into place (:func:`atomic_dir`), so a linked file never changes under another name.
+    """
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def share_identical_files(src: Path, dst: Path) -> None:
+    """Replace each file of ``dst`` that is byte-identical to the same file of ``src`` by a hard link to it."""
+    import filecmp
+
+    if not src.is_dir():
+        return
+    for f in dst.rglob("*"):
+        twin = src / f.relative_to(dst)
+        if not f.is_file() or not twin.is_file() or os.path.samefile(f, twin):
+            continue
+        if f.stat().st_size == twin.stat().st_size and filecmp.cmp(f, twin, shallow=False):
+            tmp = f.with_name(f".{f.name}.link.tmp")
+            try:
+                os.link(twin, tmp)
+            except OSError:
+                return  # no hard links here: keep the copies
+            os.replace(tmp, f)
+
+
+def check_same_run(out_dir: Path, checkpoint: Path, stage: str, config: dict[str, Any],
+                   inputs: dict[str, Any] | None) -> None:
+    """Refuse to continue a run of another model, loss or data: resuming is the default, so it must not
+    silently train the earlier run's weights further under new settings."""
+    from dualist._io import _jsonable, read_meta
+
+    before = read_meta(out_dir) or {}
+    now = {"stage": stage, "config": {k: v for k, v in _jsonable(config).items() if k != "train"},
+           "inputs": _jsonable(inputs or {})}
+    was = {"stage": before.get("stage", stage),
+           "config": {k: v for k, v in (before.get("config") or {}).items() if k != "train"},
+           "inputs": before.get("inputs") or {}}
+    changed = _differences(was, now)
+    if changed:
+        raise StaleArtifactError(f"cannot resume from {checkpoint}: that run was made with other settings or "
+                                 f"inputs ({', '.join(changed)}). {RESUME_CHOICES}")
+
+
+def _differences(was: Any, now: Any, where: str = "") -> list[str]:
+    """Where two JSON trees disagree; a key only one side has (a setting added since) is no difference."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(was) & set(now)) for d in _differences(was[k], now[k], f"{where}.{k}")]
+    return [] if was == now else [where.lstrip(".")]
+
+
+RESUME_CHOICES = ("Rerun with that run's settings to continue it, write to another --out, or start over "
+                  "with --no-resume (resume=False), which deletes that run's checkpoints and models.")
+
+
 def remove_temporaries(out_dir: Path) -> None:
     """Left-overs of a run killed while writing a folder (see :func:`atomic_dir`)."""
     for root in (out_dir, out_dir / CHECKPOINTS):
@@ -110,8 +171,8 @@ def remove_temporaries(out_dir: Path) -> None:
 def clear_outputs(out_dir: Path) -> None:
     existing = [name for name in _RUN_OUTPUTS if (out_dir / name).exists()]
     if existing:
-        logger.warning("%s holds outputs of an earlier run (%s); starting over replaces them "
-                       "(pass resume=True / --resume to continue that run instead)", out_dir, ", ".join(existing))
+        logger.warning("%s holds outputs of an earlier run (%s); starting over replaces them", out_dir,
+                       ", ".join(existing))
     for name in existing:
         p = out_dir / name
         shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -149,7 +210,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if changed:
         diff = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
         raise StaleArtifactError(f"cannot resume from {path}: it was trained with other settings ({diff}). "
-                                 "Resume with the same settings, or start over without --resume.")
+                                 f"{RESUME_CHOICES}")
     for k in ("epochs", "max_steps"):
         if before.get(k) != now[k]:
             logger.warning("resuming with %s=%r (was %r): the lr schedule changes from here on", k, now[k],

@@ -90,21 +90,31 @@ class TrainConfig:
                     "neg_rank_min": self.neg_rank_min}
         for name, value in positive.items():
             if value < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {value}")
+                raise ConfigError(f"train.{name} must be >= 1, got {value}{_flag(name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"train.max_steps must be >= 1 or None, got {self.max_steps}")
+            raise ConfigError(f"train.max_steps must be >= 1 or None, got {self.max_steps}{_flag('max_steps')}")
         if self.neg_rank_max < self.neg_rank_min:
             raise ConfigError(f"train.neg_rank_max ({self.neg_rank_max}) is below "
-                              f"train.neg_rank_min ({self.neg_rank_min})")
+                              f"train.neg_rank_min ({self.neg_rank_min}){_flag('neg_rank_max')}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}{_flag('lr')}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}{_flag('weight_decay')}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1], got {self.warmup_ratio}{_flag('warmup_ratio')}")
         for name in ("checkpoint_every", "keep_checkpoints", "probe_every", "max_positives", "eval_every",
                      "freeze_layers"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}{_flag(name)}")
         if self.min_positive_grade < 1:
-            raise ConfigError(f"train.min_positive_grade must be >= 1, got {self.min_positive_grade}")
+            raise ConfigError(f"train.min_positive_grade must be >= 1, got {self.min_positive_grade}"
+                              f"{_flag('min_positive_grade')}")
         if self.in_batch_weight < 0:
-            raise ConfigError(f"train.in_batch_weight must be >= 0, got {self.in_batch_weight}")
+            raise ConfigError(f"train.in_batch_weight must be >= 0, got {self.in_batch_weight}{_flag('in_batch_weight')}")
         if self.log_every < 1:
-            raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
+            raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}{_flag('log_every')}")
+
+
+def _flag(field: str) -> str:
+    """The field as the command line spells it, for a message that a CLI user reads too."""
+    return f" (--{field.replace('_', '-')})"

@@ -53,8 +53,9 @@ import torch
 
 from dualist._io import progress, write_meta
 from dualist.errors import ConfigError
-from dualist.training.checkpoints import (State, append_jsonl, atomic_dir, clear_outputs, latest_checkpoint,
-                                          load_checkpoint, remove_temporaries, save_checkpoint, truncate_jsonl)
+from dualist.training.checkpoints import (CHECKPOINTS, State, append_jsonl, atomic_dir, check_same_run, clear_outputs,
+                                          latest_checkpoint, link_or_copy, load_checkpoint, remove_temporaries,
+                                          save_checkpoint, share_identical_files, truncate_jsonl)
 from dualist.training.config import TrainConfig
 from dualist.training.runtime import (autocast, deterministic, enable_gradient_checkpointing, resolve_amp,
                                       resolve_device, seed_everything)
@@ -106,8 +107,10 @@ def train_loop(
             end, at the last step and every ``config.eval_every`` steps;
             ``config.select_metric`` (higher is better) picks ``best/``.
         probes: ``probe(model, step) -> dict`` rows for ``probes.jsonl``.
-        resume: continue from the newest complete checkpoint in ``out_dir`` (if any). Without it, the
-            run starts over and replaces the outputs of an earlier run in ``out_dir``.
+        resume: continue from the newest complete checkpoint in ``out_dir`` (if any; a checkpoint of
+            another model, loss, data or trajectory setting raises :class:`StaleArtifactError` and
+            deletes nothing). Without it, the run starts over and deletes the outputs of an earlier
+            run in ``out_dir``.
         save_fn / load_fn: how to write a model folder / read one back into ``model``; by default
             ``model.save_pretrained(dir)`` and ``type(model).from_pretrained(dir)`` + ``load_state_dict``.
         meta: extra entries for ``out_dir/dualist.json``: ``stage``, ``inputs`` (fingerprints),
@@ -209,7 +212,13 @@ class _Trainer:
         out_dir, config = self.out_dir, self.config
         checkpoint = latest_checkpoint(out_dir) if resume else None
         remove_temporaries(out_dir)
+        run_meta = dict(meta)
+        self.stage = run_meta.pop("stage", "train")
+        self.inputs = run_meta.pop("inputs", None)
+        self.all_config = {"train": config, **run_meta.pop("config", {})}
+        self.run_meta = run_meta
         if checkpoint is not None:
+            check_same_run(out_dir, checkpoint, self.stage, self.all_config, self.inputs)
             self.state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scaler, config, load_fn,
                                           self.device)
             logger.info("resuming from %s (step %d, epoch %d, batch %d)", checkpoint, self.state.step,
@@ -221,11 +230,6 @@ class _Trainer:
             seed_everything(config.seed)
         for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # rows of steps redone after a crash
             truncate_jsonl(out_dir / name, self.state.step)
-        run_meta = dict(meta)
-        self.stage = run_meta.pop("stage", "train")
-        self.inputs = run_meta.pop("inputs", None)
-        self.all_config = {"train": config, **run_meta.pop("config", {})}
-        self.run_meta = run_meta
         amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"
         self.resolved = {"device": str(self.device), "amp": amp, "total_steps": self.schedule.total_steps,
                          "warmup_steps": self.schedule.warmup_steps,
@@ -350,16 +354,24 @@ class _Trainer:
 
     def finish(self) -> TrainResult:
         out_dir, state = self.out_dir, self.state
+        # The last checkpoint holds final's weights and a checkpoint may hold best's: hard links, not
+        # copies, where they agree.
         final_dir = out_dir / "final"
+        last = out_dir / CHECKPOINTS / f"step-{state.step}" / "model"
         with atomic_dir(final_dir) as tmp:
-            self.save_fn(self.model, tmp)
+            if last.is_dir():
+                shutil.copytree(last, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
+            else:
+                self.save_fn(self.model, tmp)
         best_dir = out_dir / "best" if self.eval_fn is not None and (out_dir / "best").exists() else None
+        if best_dir is not None and state.best_step is not None:
+            share_identical_files(out_dir / CHECKPOINTS / f"step-{state.best_step}" / "model", best_dir)
         if best_dir is not None and state.best_step == 0:
             logger.warning("no training step beat the starting model on dev (%s %.4f at step 0): %s/model is the "
                            "starting model", self.config.select_metric, state.best_metric, out_dir)
         model_dir = out_dir / "model"
         with atomic_dir(model_dir) as tmp:
-            shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True)
+            shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
         write_meta(out_dir, stage=self.stage, config=self.all_config, inputs=self.inputs,
                    extra={"resolved": self.resolved, **self.run_meta, "status": "done", "steps": state.step,
                           "best_metric": state.best_metric, "best_step": state.best_step,

@@ -91,7 +91,7 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
         model.cache_prefix(train_config.freeze_layers)
     source = ExampleSource(dataset, split, candidates_run, train_config, teacher_scores=teacher_scores)
     if teacher_scores is not None:
-        _check_teacher_scores(source, teacher_scores)
+        _check_teacher_scores(source, teacher_scores, dataset, split, candidates_run)
     logger.info("student (%s): %d examples, %d batches per epoch", loss, source.num_examples, source.num_batches)
 
     calibration = None
@@ -141,7 +141,8 @@ def fit_calibration(model: Any, source: ExampleSource, *, max_examples: int = 25
     return fit_scale(torch.cat(student)[:max_examples], torch.cat(teacher)[:max_examples])
 
 
-def _check_teacher_scores(source: ExampleSource, teacher_scores: TeacherScores) -> None:
+def _check_teacher_scores(source: ExampleSource, teacher_scores: TeacherScores, dataset: Any, split: str,
+                          candidates_run: Mapping[str, Mapping[str, float]]) -> None:
     """Fail before training, not hours in, when the cache lacks a pair of the first epoch."""
     cfg = source.config
     for ex in source.examples(0):
@@ -150,13 +151,38 @@ def _check_teacher_scores(source: ExampleSource, teacher_scores: TeacherScores) 
                 try:
                     teacher_scores.lookup(ex.qid, did)
                 except MissingScoreError as err:
+                    other = _other_inputs(teacher_scores, dataset, split, candidates_run)
+                    if other:
+                        where = f" in {teacher_scores.path}" if teacher_scores.path else ""
+                        raise MissingScoreError(
+                            f"no teacher score for query {ex.qid!r} and document {did!r}{where}: the cache was "
+                            f"made {other}. Score this run's candidates "
+                            f"('dualist score-teacher --split {split} --candidates <the run given here>') "
+                            "and pass that file.") from None
                     if did == ex.positive:
                         raise MissingScoreError(
                             f"{err}. The pair is a training positive: the cache was scored with fewer positives "
                             f"per query than training uses (train.positives={cfg.positives!r}, "
-                            f"train.max_positives={cfg.max_positives}); set train.max_positives to the cache's "
-                            "--max-positives, or score every positive.") from None
+                            f"train.max_positives={cfg.max_positives}); train with --max-positives set to the "
+                            "cache's --max-positives (--positives first for 1), or score every positive.") from None
                     raise MissingScoreError(
                         f"{err}. The pair is a training negative: negatives are drawn from ranks "
                         f"{cfg.neg_rank_min}..{cfg.neg_rank_max} of the candidate run ({cfg.negatives!r}); score "
-                        f"at least that deep with the same run, or lower train.neg_rank_max.") from None
+                        "at least that deep with the same run (score-teacher --depth), or lower "
+                        "--neg-rank-max (train.neg_rank_max).") from None
+
+
+def _other_inputs(teacher_scores: TeacherScores, dataset: Any, split: str,
+                  candidates_run: Mapping[str, Mapping[str, float]]) -> str:
+    """How the cache's recorded inputs differ from this training run's ("" when they match or are unknown)."""
+    from dualist.data.trec import rank_docs
+
+    meta = teacher_scores.meta
+    if meta.get("split") not in (None, split):
+        return f"for split {meta['split']!r}, and training reads split {split!r}"
+    if meta.get("candidates") is not None:
+        queries = dataset.queries_for(split)
+        ranked = {q: [d for d, _ in rank_docs(candidates_run[q])] for q in sorted(candidates_run) if q in queries}
+        if fingerprint_obj(ranked) != meta["candidates"]:
+            return "from another candidate run (or another dataset) than the --candidates given here"
+    return ""
