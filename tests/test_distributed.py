@@ -1,5 +1,5 @@
 """Several processes give one process's results: DDP training steps, cross-process in-batch negatives,
-resume with another process count; and gradient caching.
+resume with another process count, sharded encoding and teacher scoring; and gradient caching.
 
 Each module fixture launches 2 CPU processes (gloo) once, as torchrun would (RANK, WORLD_SIZE, ...),
 and the tests compare what they wrote with the same work done here in one process.
@@ -14,6 +14,7 @@ import socket
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,6 +144,18 @@ def _train_worker(rank: int, beir: Path, bert: Path, out: Path) -> None:
         (out / name / f"best-{rank}.json").write_text(json.dumps(state["best_step"]))
 
 
+def _shard_worker(rank: int, beir: Path, student: Path, teacher: Path, out: Path) -> None:
+    from dualist.cli import main
+    from dualist.models import CrossEncoder
+    from dualist.training import score_candidates
+
+    assert main(["index", "--data", str(beir), "--model", str(student), "--batch-size", "8",
+                 "--out", str(out / "index")]) == 0
+    ds, run, _ = _setup(beir)
+    score_candidates(CrossEncoder.from_pretrained(teacher), ds, "train", run, out / "scores.parquet", depth=10,
+                     shard_size=64, batch_size=8)
+
+
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory, tiny_bert) -> Path:
@@ -173,6 +186,25 @@ def two_process_runs(tmp_path_factory, tiny_beir, bert) -> Path:
 def one_process_run(tmp_path_factory, tiny_beir, bert) -> Path:
     out = tmp_path_factory.mktemp("one") / "run"
     _train(tiny_beir, bert, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory, bert) -> tuple[Path, Path]:
+    from dualist.models import CrossEncoder, CrossEncoderConfig
+    from dualist.training.runtime import seed_everything
+
+    root = tmp_path_factory.mktemp("saved")
+    _student(bert).save_pretrained(root / "student")
+    seed_everything(0)
+    CrossEncoder(CrossEncoderConfig(model=str(bert), max_length=48)).save_pretrained(root / "teacher")
+    return root / "student", root / "teacher"
+
+
+@pytest.fixture(scope="module")
+def two_process_shards(tmp_path_factory, tiny_beir, saved_models) -> Path:
+    out = tmp_path_factory.mktemp("sharded")
+    _launch(_shard_worker, tiny_beir, *saved_models, out)
     return out
 
 
@@ -296,3 +328,74 @@ def test_grad_cache_is_for_dual_encoders_only(tiny_train, bert, tmp_path):
     ds, run = tiny_train
     with pytest.raises(ConfigError, match="grad_cache_chunk"):
         train_teacher(ds, "train", run, CrossEncoderConfig(model=str(bert)), _config(grad_cache_chunk=2), tmp_path)
+
+
+# --------------------------------------------------------------------------- sharded encoding and scoring
+def _index_files(folder: Path) -> tuple[list, np.ndarray, dict]:
+    return (json.loads((folder / "ids.json").read_text()), np.load(folder / "embeddings.npy"),
+            json.loads((folder / "params.json").read_text()))
+
+
+def _index(beir: Path, student: Path, out: Path, *extra: str) -> int:
+    from dualist.cli import main
+
+    return main(["index", "--data", str(beir), "--model", str(student), "--batch-size", "8", "--out", str(out), *extra])
+
+
+def test_two_process_and_two_shard_indexes_equal_the_one_process_index(two_process_shards, tiny_beir, saved_models,
+                                                                        tmp_path):
+    student = saved_models[0]
+    assert _index(tiny_beir, student, tmp_path / "one") == 0
+    assert _index(tiny_beir, student, tmp_path / "shards", "--shard", "1/2") == 0
+    assert not (tmp_path / "shards").exists()  # one shard of two: no index yet
+    assert _index(tiny_beir, student, tmp_path / "shards", "--shard", "0/2") == 0
+    ids, emb, params = _index_files(tmp_path / "one")
+    for folder in (two_process_shards / "index", tmp_path / "shards"):
+        got_ids, got_emb, got_params = _index_files(folder)
+        assert got_ids == ids and got_params == params
+        np.testing.assert_allclose(got_emb, emb, rtol=0, atol=1e-6)
+        assert not (folder.parent / f"{folder.name}.shards").exists()
+
+
+def _parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return table.to_pydict(), table.schema.metadata
+
+
+def test_sharded_teacher_scores_equal_the_one_process_file(two_process_shards, tiny_beir, saved_models, tmp_path):
+    from dualist.models import CrossEncoder
+    from dualist.training import score_candidates
+
+    ds, run, _ = _setup(tiny_beir)
+
+    def score(out: str, **kwargs):  # a fresh teacher each time, as each process loads one (a used tokenizer
+        teacher = CrossEncoder.from_pretrained(saved_models[1])  # saves another tokenizer.json: another fingerprint)
+        return score_candidates(teacher, ds, "train", run, tmp_path / out, depth=10, shard_size=64, batch_size=8,
+                                **kwargs)
+
+    one = score("one.parquet")
+    assert score("two.parquet", shard=(1, 2)) is None
+    two = score("two.parquet", shard=(0, 2))
+    assert two is not None and two.as_dict() == one.as_dict()
+    want = _parquet(tmp_path / "one.parquet")
+    assert len(want[0]["qid"]) > 2 * 64  # several shards, so each process had some
+    for path in (tmp_path / "two.parquet", two_process_shards / "scores.parquet"):
+        assert _parquet(path) == want
+        assert not path.with_name(path.name + ".parts").exists()
+
+
+def test_score_teacher_cli_shards(tiny_beir, saved_models, tmp_path):
+    from dualist.cli import main
+    from dualist.data import write_trec_run
+
+    ds, run, _ = _setup(tiny_beir)
+    write_trec_run(run, tmp_path / "run.trec", tag="bm25")
+    args = ["score-teacher", "--data", str(tiny_beir), "--teacher", str(saved_models[1]), "--candidates",
+            str(tmp_path / "run.trec"), "--depth", "5", "--batch-size", "8"]
+    assert main([*args, "--out", str(tmp_path / "one.parquet")]) == 0
+    assert main([*args, "--out", str(tmp_path / "two.parquet"), "--shard", "0/2"]) == 0
+    assert main([*args, "--out", str(tmp_path / "two.parquet"), "--shard", "1/2"]) == 0
+    assert _parquet(tmp_path / "two.parquet")[0] == _parquet(tmp_path / "one.parquet")[0]
+    assert main([*args, "--out", str(tmp_path / "x.parquet"), "--shard", "2/2"]) == 2

@@ -34,6 +34,11 @@ PRECISION_HELP = ("inference precision of the model(s): fp32 (torch), int8 or bf
                   "pip install 'dualist[onnx]'; check ranking quality before relying on a reduced one")
 
 
+SHARD_HELP = ("i/n: do only shard i of n of the work (0-based, e.g. 0/2 and 1/2 on two machines sharing the output "
+              "folder); the run that finds every shard done merges them into the output a single run writes. "
+              "Under torchrun each process takes its shard by itself")
+
+
 # --------------------------------------------------------------------------- argument dataclasses
 @dataclass
 class DataArgs:
@@ -88,6 +93,7 @@ class ScoreArgs:
                                 "train the student with the same --max-positives (or --positives first for 1)")
     batch_size: int = opt(64, "pairs per forward pass")
     out: str = opt("", "output Parquet file, e.g. scores/train.teacher.parquet")
+    shard: str = opt("", SHARD_HELP)
 
 
 @dataclass
@@ -113,6 +119,7 @@ class IndexArgs:
     batch_size: int = opt(64, "documents per forward pass")
     precision: Precision = opt("fp32", PRECISION_HELP)
     out: str = opt("", "output index folder")
+    shard: str = opt("", SHARD_HELP)
 
 
 @dataclass
@@ -250,6 +257,7 @@ def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.distributed import parse_shard, world
     from dualist.models import CrossEncoder
     from dualist.training import score_candidates
 
@@ -260,7 +268,10 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     teacher = CrossEncoder.from_pretrained(_need(a.teacher, "--teacher", "the teacher model folder"))
     scores = score_candidates(teacher, ds, a.split, _read_run(a.candidates, "--candidates"), out,
                               depth=a.depth, batch_size=a.batch_size, teacher_path=a.teacher,
-                              max_positives=a.max_positives or None)
+                              max_positives=a.max_positives or None, shard=parse_shard(a.shard) if a.shard else None)
+    if scores is None or not world().is_main:
+        print(f"scored shard {a.shard or world().rank} of {out}" + ("; other shards remain" if scores is None else ""))
+        return
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(scores)} teacher scores")
 
@@ -290,19 +301,29 @@ def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.evaluation.modes import _search_space, encode_corpus
+    from dualist._io import fingerprint_files
+    from dualist.distributed import parse_shard, world
+    from dualist.evaluation.modes import _search_space
     from dualist.index import ExactIndex, FaissIndex
-    from dualist.stages import load_model
+    from dualist.index.shards import encode_sharded, remove_shards
+    from dualist.stages import dataset_fingerprint, load_model
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(IndexArgs, ns, cfg)
     out = _need(a.out, "--out", "the index folder to write")
     ds = _dataset(d)
     model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
-    ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
+    encoded = encode_sharded(model, ds, out, shard=parse_shard(a.shard) if a.shard else None,
+                             inputs=[fingerprint_files([a.model]), dataset_fingerprint(ds), a.precision],
+                             batch_size=a.batch_size)
+    if encoded is None:  # another shard (or rank 0) writes the index
+        print(f"embedded shard {a.shard or world().rank} of {out}")
+        return
+    ids, emb = encoded
     index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory)
     index.add(ids, _search_space(model, emb))
     index.save(out)
+    remove_shards(out)
     _write_resolved(out, {"data": d, "args": a})
     print(f"indexed {len(ids)} documents into {out} ({a.backend})")
 
@@ -441,6 +462,14 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         os.environ["DUALIST_NO_PROGRESS"] = "1"
 
 
+def _process_group_up() -> bool:
+    if "torch.distributed" not in sys.modules:  # nothing imported it, so nothing started one
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def main(argv: list[str] | None = None) -> int:
     # Applications configure: keep transformers' per-load progress bars and init reports out of the
     # way (our own bars and logging say what happens); a user's explicit setting wins.
@@ -453,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _setup_logging(ns.verbose, ns.quiet)
     t0 = time.time()
+    grouped = _process_group_up()
     try:
         cfg = load_yaml(ns.config) if ns.config else {}
         handlers[ns.command](ns, cfg)
@@ -462,5 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dualist {ns.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if not grouped and _process_group_up():  # torchrun: the command joined the other processes
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     logger.info("%s finished in %.1fs", ns.command, time.time() - t0)
     return 0
