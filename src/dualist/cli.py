@@ -41,6 +41,11 @@ PRECISION_HELP = ("inference precision of the model(s): fp32 (torch), int8 or bf
                   "pip install 'dualist[onnx]'; check ranking quality before relying on a reduced one")
 
 
+SHARD_HELP = ("i/n: do only shard i of n of the work (0-based, e.g. 0/2 and 1/2 on two machines sharing the output "
+              "folder); the run that finds every shard done merges them into the output a single run writes. "
+              "Under torchrun each process takes its shard by itself")
+
+
 # --------------------------------------------------------------------------- argument dataclasses
 @dataclass
 class DataArgs:
@@ -108,6 +113,7 @@ class ScoreArgs:
     out: str = opt("", "output Parquet file, e.g. scores/train.teacher.parquet")
     force: bool = opt(False, "replace a --out cache made from another teacher, candidate run, depth or split "
                              "(without it, such a cache is an error)", fingerprint=False)
+    shard: str = opt("", SHARD_HELP)
 
     def __post_init__(self) -> None:
         check.at_least(self, 1, "depth", "batch_size")
@@ -142,6 +148,7 @@ class IndexArgs:
     nprobe: int = opt(0, "IVF lists visited per query, saved as the index's default (0 = FAISS's default, 1)")
     ef_search: int = opt(0, "HNSW search beam width, saved as the index's default (0 = FAISS's default, 16)")
     out: str = opt("", "output index folder")
+    shard: str = opt("", SHARD_HELP)
 
     def __post_init__(self) -> None:
         check.at_least(self, 1, "batch_size")
@@ -373,6 +380,7 @@ def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.distributed import parse_shard, world
     from dualist.models import CrossEncoder
     from dualist.training import score_candidates
 
@@ -384,7 +392,11 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     what = "the teacher model folder (models/teacher/model from 'dualist train-teacher')"
     teacher = CrossEncoder.from_pretrained(check.input_dir(_need(a.teacher, "--teacher", what), "--teacher", what))
     scores = score_candidates(teacher, ds, a.split, cands, out, depth=a.depth, batch_size=a.batch_size,
-                              teacher_path=a.teacher, max_positives=a.max_positives or None, force=a.force)
+                              teacher_path=a.teacher, max_positives=a.max_positives or None, force=a.force,
+                              shard=parse_shard(a.shard) if a.shard else None)
+    if scores is None or not world().is_main:
+        print(f"scored shard {a.shard or world().rank} of {out}" + ("; other shards remain" if scores is None else ""))
+        return
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(scores)} teacher scores")
 
@@ -418,8 +430,12 @@ def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.evaluation.modes import _search_space, encode_corpus
+    from dualist._io import fingerprint_files
+    from dualist.distributed import parse_shard, world
+    from dualist.evaluation.modes import _search_space
     from dualist.index import ExactIndex, FaissIndex
+    from dualist.index.shards import encode_sharded, remove_shards
+    from dualist.stages import dataset_fingerprint
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(IndexArgs, ns, cfg)
@@ -431,9 +447,16 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
                                                                   ef_search=a.ef_search or None)
     ds = _dataset(d)
     model = _model(a.model, "--model", "a dual-encoder folder or a model name (minilm-l6)", a.precision)
-    ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
+    model_inputs = fingerprint_files([a.model]) if Path(a.model).exists() else a.model
+    encoded = encode_sharded(model, ds, out, shard=parse_shard(a.shard) if a.shard else None,
+                             inputs=[model_inputs, dataset_fingerprint(ds), a.precision], batch_size=a.batch_size)
+    if encoded is None:  # another shard (or rank 0) writes the index
+        print(f"embedded shard {a.shard or world().rank} of {out}")
+        return
+    ids, emb = encoded
     index.add(ids, _search_space(model, emb))
     index.save(out)
+    remove_shards(out)
     _write_resolved(out, {"data": d, "args": a})
     print(f"indexed {len(ids)} documents into {out} ({a.backend})")
 
@@ -583,6 +606,14 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         os.environ["DUALIST_NO_PROGRESS"] = "1"
 
 
+def _process_group_up() -> bool:
+    if "torch.distributed" not in sys.modules:  # nothing imported it, so nothing started one
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def main(argv: list[str] | None = None) -> int:
     # Applications configure: keep transformers' per-load progress bars and init reports out of the
     # way (our own bars and logging say what happens); a user's explicit setting wins.
@@ -596,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _setup_logging(ns.verbose, ns.quiet)
     t0 = time.time()
+    grouped = _process_group_up()
     try:
         cfg = load_yaml(ns.config) if ns.config else {}
         if cfg:
@@ -613,5 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dualist evaluate ... | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 0
+    finally:
+        if not grouped and _process_group_up():  # torchrun: the command joined the other processes
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     logger.info("%s finished in %.1fs", ns.command, time.time() - t0)
     return 0

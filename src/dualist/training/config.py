@@ -71,6 +71,12 @@ class TrainConfig:
                "from its input (dualist.training.lean_activations); less memory and, on CPU, faster; the "
                "same losses without dropout, another attention-dropout random stream with it",
         fingerprint="if-set")
+    grad_cache_chunk: int = opt(
+        0, "dual-encoder only: gradient caching (GradCache) - embed the batch in chunks of N texts without "
+           "keeping activations, take the loss and its gradients w.r.t. the embeddings, then re-embed chunk by "
+           "chunk and backpropagate: a large in-batch-negative batch in the memory of N texts, for one extra "
+           "forward pass; the same loss and gradients (dualist.training.grad_cache); 0 = off",
+        fingerprint=False)
     freeze_layers: int = opt(
         0, "keep the embeddings and the first N transformer layers fixed and train the layers above "
            "(and a cross-encoder's head): a shorter backward pass, and a dual-encoder computes the frozen "
@@ -103,7 +109,7 @@ class TrainConfig:
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1], got {self.warmup_ratio}{_flag('warmup_ratio')}")
         for name in ("checkpoint_every", "keep_checkpoints", "probe_every", "max_positives", "eval_every",
-                     "freeze_layers"):
+                     "freeze_layers", "grad_cache_chunk"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}{_flag(name)}")
         if self.min_positive_grade < 1:

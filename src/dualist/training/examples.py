@@ -90,6 +90,13 @@ class Batch:
         """``(B, C)``: queries and candidates per query."""
         return len(self.qids), len(self.doc_ids[0]) if self.doc_ids else 0
 
+    def select(self, rows: range) -> Batch:
+        """The batch of ``rows`` only (a process's slice of a global batch under torchrun)."""
+        return Batch(qids=self.qids[rows.start:rows.stop], queries=self.queries[rows.start:rows.stop],
+                     doc_ids=self.doc_ids[rows.start:rows.stop], docs=self.docs[rows.start:rows.stop],
+                     teacher_scores=None if self.teacher_scores is None else self.teacher_scores[rows.start:rows.stop],
+                     positives=self.positives[rows.start:rows.stop])
+
     def unique_docs(self) -> tuple[list[str], torch.Tensor]:
         """The distinct documents of the batch and a ``(B, C)`` index into them.
 
@@ -216,17 +223,18 @@ class ExampleSource:
                           qrels=self.qrels)
 
 
-def with_in_batch_negatives(scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+def with_in_batch_negatives(scores: torch.Tensor, batch: Batch, rows: range | None = None) -> torch.Tensor:
     """Add the other queries' documents as extra negative columns of the score matrix.
 
     Args:
-        scores: ``(B, B, C)``: ``scores[i, j, c]`` is query ``i`` against document ``c`` of query ``j``.
-        batch: the batch, for the document ids and each query's relevant documents.
+        scores: ``(R, B, C)``: ``scores[k, j, c]`` is query ``rows[k]`` against document ``c`` of query ``j``.
+        batch: the whole batch, for the document ids and each query's relevant documents.
+        rows: the batch rows ``scores`` holds (a process's slice under torchrun); all ``B`` by default.
 
     Returns:
-        ``(B, C + (B - 1) * C)``: row ``i`` holds its own ``C`` candidates first (positive still in
+        ``(R, C + (B - 1) * C)``: row ``k`` holds its own ``C`` candidates first (positive still in
         column 0), then the ``C`` candidates of every other query in batch order. A column that is
-        relevant to query ``i`` (two examples of one query, or a shared positive) is set to
+        relevant to the row's query (two examples of one query, or a shared positive) is set to
         :data:`IN_BATCH_MASKED_SCORE`, so it is not trained as a negative.
 
     >>> b = Batch(qids=["q1", "q2"], queries=["", ""], doc_ids=[["a", "x"], ["b", "a"]], docs=[[], []],
@@ -235,14 +243,20 @@ def with_in_batch_negatives(scores: torch.Tensor, batch: Batch) -> torch.Tensor:
     >>> with_in_batch_negatives(s, b)
     tensor([[ 0.0000e+00,  1.0000e+00,  2.0000e+00, -1.0000e+04],
             [ 6.0000e+00,  7.0000e+00,  4.0000e+00,  5.0000e+00]])
+    >>> with_in_batch_negatives(s[1:], b, rows=range(1, 2))  # the second row alone: the same values
+    tensor([[6., 7., 4., 5.]])
     """
-    B, B2, C = scores.shape
-    if B != B2 or B != len(batch):
-        raise ValueError(f"expected scores of shape (B, B, C) with B={len(batch)}, got {tuple(scores.shape)}")
-    own = scores[torch.arange(B), torch.arange(B)]  # (B, C)
-    others = torch.ones(B, B, dtype=torch.bool).fill_diagonal_(False)
-    extra = scores[others].view(B, (B - 1) * C)  # row i: queries j != i, in order
+    rows = range(len(batch)) if rows is None else rows
+    R, B, C = scores.shape
+    if B != len(batch) or R != len(rows):
+        raise ValueError(f"expected scores of shape ({len(rows)}, {len(batch)}, C), got {tuple(scores.shape)}")
+    at = torch.arange(R)
+    own_col = torch.tensor(list(rows), dtype=torch.long)
+    own = scores[at, own_col]  # (R, C)
+    others = torch.ones(R, B, dtype=torch.bool)
+    others[at, own_col] = False
+    extra = scores[others.to(scores.device)].view(R, (B - 1) * C)  # row k: queries j != rows[k], in order
     relevant = torch.tensor([[did in batch.positives[i] for j in range(B) if j != i for did in batch.doc_ids[j]]
-                             for i in range(B)], dtype=torch.bool, device=scores.device).view(B, -1)
+                             for i in rows], dtype=torch.bool, device=scores.device).view(R, (B - 1) * C)
     extra = extra.masked_fill(relevant, IN_BATCH_MASKED_SCORE)
     return torch.cat([own, extra], dim=1)

@@ -19,6 +19,14 @@ files live in :mod:`dualist.training.checkpoints`, device/precision/seeding in
   selects the best model, so the starting model is kept when no step beats it on dev; probes record
   scores along the way.
 
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same call trains one model on several processes with
+DDP (:mod:`dualist.distributed`): every process builds the same batches from the same seed, the step
+function takes its slice of each batch (``student_step``/``teacher_step`` do) and returns its share of
+the loss; gradients are averaged by DDP, so a step equals one process's step on the whole batch.
+Rank 0 alone writes the files below, evaluates on dev (the selection is broadcast to all) and
+checkpoints; a checkpoint counts batches of the whole run, so it resumes with any number of processes.
+Dropout draws from a stream of its own on each process (rank 0's is the one-process stream).
+
 Output layout of ``out_dir``::
 
     dualist.json            resolved config, inputs, status (write_meta)
@@ -39,6 +47,7 @@ batches the checkpoint says were consumed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -51,14 +60,15 @@ from typing import Any
 
 import torch
 
+from dualist import distributed
 from dualist._io import progress, write_meta
 from dualist.errors import ConfigError
 from dualist.training.checkpoints import (CHECKPOINTS, State, append_jsonl, atomic_dir, check_same_run, clear_outputs,
                                           latest_checkpoint, link_or_copy, load_checkpoint, remove_temporaries,
                                           save_checkpoint, share_identical_files, truncate_jsonl)
 from dualist.training.config import TrainConfig
-from dualist.training.runtime import (autocast, deterministic, enable_gradient_checkpointing, resolve_amp,
-                                      resolve_device, seed_everything)
+from dualist.training.runtime import (autocast, deterministic, enable_gradient_checkpointing, process_seed,
+                                      resolve_amp, resolve_device, seed_everything)
 from dualist.training.schedule import lr_at, warmup_steps_for
 
 __all__ = ["train_loop", "TrainResult"]
@@ -99,7 +109,10 @@ def train_loop(
     Args:
         batches: ``batches(epoch)`` yields the micro-batches of that epoch, always the same ones in
             the same order for the same epoch (see the module docstring: that is what makes resume exact).
-        step_fn: returns the mean loss of one micro-batch (a scalar with grad).
+        step_fn: returns the mean loss of one micro-batch (a scalar with grad); under torchrun, this
+            process's share of it (see the module docstring). An object with a
+            ``forward_backward(model, batch, backward, precision)`` method (gradient caching,
+            :class:`dualist.training.grad_cache.GradCacheStep`) backpropagates itself instead.
         steps_per_epoch: how many micro-batches ``batches(epoch)`` yields. An epoch makes
             ``ceil(steps_per_epoch / grad_accum)`` optimizer steps; the last group of an epoch may be
             shorter, and its losses are then averaged over the micro-batches it has.
@@ -181,7 +194,9 @@ class _Trainer:
                  save_fn: Callable[[torch.nn.Module, Path], None]):
         self.model, self.step_fn, self.config, self.out_dir = model, step_fn, config, out_dir
         self.schedule, self.eval_fn, self.probes, self.save_fn = schedule, eval_fn, probes, save_fn
-        self.device = resolve_device(config.device)
+        device = resolve_device(config.device)
+        self.world = distributed.init_process_group(device)
+        self.device = distributed.local_device(device)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         model.to(self.device)
         if config.freeze_layers:
@@ -195,6 +210,7 @@ class _Trainer:
 
             enable_lean_activations(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.ddp = _ddp(model, step_fn, self.device) if self.world.distributed else None
         self.optimizer = _build_optimizer(model, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         self.state = State()
@@ -209,9 +225,11 @@ class _Trainer:
 
     # -- start: a checkpoint, or from scratch
     def start(self, resume: bool, load_fn: Callable[[torch.nn.Module, Path], None], meta: dict[str, Any]) -> None:
-        out_dir, config = self.out_dir, self.config
-        checkpoint = latest_checkpoint(out_dir) if resume else None
-        remove_temporaries(out_dir)
+        out_dir, config, main = self.out_dir, self.config, self.world.is_main
+        # rank 0 picks the checkpoint, so no process can see another's half-cleared folder
+        checkpoint = distributed.broadcast_object(latest_checkpoint(out_dir) if resume and main else None)
+        if main:
+            remove_temporaries(out_dir)
         run_meta = dict(meta)
         self.stage = run_meta.pop("stage", "train")
         self.inputs = run_meta.pop("inputs", None)
@@ -226,20 +244,28 @@ class _Trainer:
         else:
             if resume:
                 logger.info("no checkpoint in %s; starting from scratch", out_dir)
-            clear_outputs(out_dir)
+            if main:
+                clear_outputs(out_dir)
             seed_everything(config.seed)
+        if self.world.rank:  # dropout masks: a stream of its own on each process but rank 0
+            torch.manual_seed(process_seed(config.seed, self.world.rank, self.state.step))
         for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # rows of steps redone after a crash
-            truncate_jsonl(out_dir / name, self.state.step)
+            if main:
+                truncate_jsonl(out_dir / name, self.state.step)
         amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"
         self.resolved = {"device": str(self.device), "amp": amp, "total_steps": self.schedule.total_steps,
                          "warmup_steps": self.schedule.warmup_steps,
-                         "steps_per_epoch": self.schedule.steps_per_epoch}
-        write_meta(out_dir, stage=self.stage, config=self.all_config, inputs=self.inputs,
-                   extra={"resolved": self.resolved, **run_meta, "status": "running"})
-        self.writer = _tensorboard(out_dir)
-        self.metrics_file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - close()
-        self.bar = progress(total=self.schedule.total_steps, initial=self.state.step, desc="train")
+                         "steps_per_epoch": self.schedule.steps_per_epoch, "processes": self.world.size}
+        self.writer = self.metrics_file = None
+        if main:
+            write_meta(out_dir, stage=self.stage, config=self.all_config, inputs=self.inputs,
+                       extra={"resolved": self.resolved, **run_meta, "status": "running"})
+            self.writer = _tensorboard(out_dir)
+            self.metrics_file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - close()
+        self.bar = progress(total=self.schedule.total_steps, initial=self.state.step, desc="train",
+                            disable=None if main else True)
         self.clock = time.perf_counter() - self.state.elapsed_s
+        distributed.barrier()  # no process steps before rank 0 has replaced an earlier run's outputs
 
     def at_start(self) -> None:
         """Probes and (``eval_start``) the dev evaluation of the starting model, on a fresh run only."""
@@ -253,19 +279,35 @@ class _Trainer:
     # -- one micro-batch, one optimizer step
     def forward_backward(self, batch: Any, epoch: int, i: int) -> bool:
         """Loss and gradients of micro-batch ``i``, scaled by its share of the accumulation group;
-        True when the group is complete (time for an optimizer step)."""
+        True when the group is complete (time for an optimizer step). Under torchrun the forward goes
+        through DDP, whose backward averages the gradients over the processes at the group's end."""
         group_start = i - i % self.config.grad_accum
         group_size = min(self.config.grad_accum, self.schedule.steps_per_epoch - group_start)
-        with autocast(self.device, self.amp_dtype):
-            loss = self.step_fn(self.model, batch)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"loss is {value} at step {self.state.step + 1} (epoch {epoch}, batch {i}); "
-                "lower train.lr, set train.amp=off, or check the batch for empty texts")
-        self.scaler.scale(loss / group_size).backward()
+        group_done = i + 1 >= group_start + group_size
+
+        def backward(loss: torch.Tensor) -> None:
+            self.scaler.scale(loss / group_size).backward()
+
+        cached = hasattr(self.step_fn, "forward_backward")  # gradient caching: the step backpropagates itself
+        no_sync = self.ddp is not None and not cached and not group_done
+        with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
+            if cached:
+                loss = self.step_fn.forward_backward(self.model, batch, backward,
+                                                     lambda: autocast(self.device, self.amp_dtype))
+            else:
+                with autocast(self.device, self.amp_dtype):
+                    loss = self.step_fn(self.model, batch) if self.ddp is None else self.ddp(batch)
+            value = distributed.all_mean(loss.item(), self.device)  # the whole batch's loss on every process
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"loss is {value} at step {self.state.step + 1} (epoch {epoch}, batch {i}); "
+                    "lower train.lr, set train.amp=off, or check the batch for empty texts")
+            if not cached:
+                backward(loss)
+        if cached and group_done and self.ddp is not None:
+            backward(self.ddp(_SYNC))  # one pass through DDP averages what the chunks accumulated
         self.group_losses.append(value)
-        return i + 1 >= group_start + group_size
+        return group_done
 
     def optimizer_step(self, epoch: int, i: int) -> None:
         """Set the lr (a pure function of the step), unscale, clip, step; then log the step."""
@@ -289,6 +331,8 @@ class _Trainer:
         self.state.elapsed_s = time.perf_counter() - self.clock
         row = {"step": step, "epoch": epoch, "loss": self.last_loss, "lr": lr, "grad_norm": grad_norm,
                "elapsed_s": round(self.state.elapsed_s, 3)}
+        if self.metrics_file is None:  # not rank 0
+            return
         self.metrics_file.write(json.dumps(row) + "\n")
         self.metrics_file.flush()
         if self.writer is not None:
@@ -314,10 +358,14 @@ class _Trainer:
             self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or epoch_done or self.finished:
             self.state.elapsed_s = time.perf_counter() - self.clock
-            save_checkpoint(self.out_dir, self.model, self.optimizer, self.scaler, self.state, cfg, self.save_fn,
-                             total_steps=self.schedule.total_steps, warmup_steps=self.schedule.warmup_steps)
+            if self.world.is_main:  # every process holds the same weights and optimizer state
+                save_checkpoint(self.out_dir, self.model, self.optimizer, self.scaler, self.state, cfg, self.save_fn,
+                                 total_steps=self.schedule.total_steps, warmup_steps=self.schedule.warmup_steps)
+            distributed.barrier()
 
     def probe(self, step: int) -> None:
+        if not self.world.is_main:
+            return
         self.model.eval()
         with torch.no_grad():
             rows = [{"step": step, "probe": _name(p), **p(self.model, step)} for p in self.probes]
@@ -327,14 +375,26 @@ class _Trainer:
     def evaluate(self, step: int, epoch: int) -> None:
         """Dev metrics of the current model; the best so far (on ``select_metric``) goes to ``best/``."""
         assert self.eval_fn is not None
-        self.model.eval()
-        with torch.no_grad():
-            metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
-        self.model.train()
+        main = self.world.is_main
+        metrics: Any = None
+        if main:  # rank 0 evaluates; every process takes its selection
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+            except Exception as err:
+                metrics = err
+            self.model.train()
+        metrics = distributed.broadcast_object(metrics)
+        if isinstance(metrics, Exception):
+            if main:
+                raise metrics
+            raise RuntimeError(f"rank 0 failed to evaluate at step {step}: {metrics!r}")
         if self.config.select_metric not in metrics:
             raise ConfigError(f"eval_fn returned {sorted(metrics)}, which lacks select_metric="
                               f"{self.config.select_metric!r}; set train.select_metric to one of them")
-        append_jsonl(self.out_dir / "eval.jsonl", [{"step": step, "epoch": epoch, **metrics}])
+        if main:
+            append_jsonl(self.out_dir / "eval.jsonl", [{"step": step, "epoch": epoch, **metrics}])
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"eval/{k}", v, step)
@@ -342,8 +402,9 @@ class _Trainer:
         logger.info("step %d eval: %s", step, metrics)
         if self.state.best_metric is None or value > self.state.best_metric:  # ties keep the earlier step
             self.state.best_metric, self.state.best_step = value, step
-            with atomic_dir(self.out_dir / "best") as tmp:
-                self.save_fn(self.model, tmp)
+            if main:
+                with atomic_dir(self.out_dir / "best") as tmp:
+                    self.save_fn(self.model, tmp)
 
     # -- the end: final/, and model/ = best/ (with eval_fn) or final/
     def close(self) -> None:
@@ -354,9 +415,19 @@ class _Trainer:
 
     def finish(self) -> TrainResult:
         out_dir, state = self.out_dir, self.state
+        final_dir, model_dir = out_dir / "final", out_dir / "model"
+        if self.world.is_main:
+            self.write_final(final_dir, model_dir)
+        distributed.barrier()  # every process returns the folders rank 0 wrote
+        best_dir = out_dir / "best" if self.eval_fn is not None and (out_dir / "best").exists() else None
+        return TrainResult(out_dir=out_dir, model_dir=model_dir, final_dir=final_dir, best_dir=best_dir,
+                           best_metric=state.best_metric, best_step=state.best_step, steps=state.step,
+                           last_loss=self.last_loss)
+
+    def write_final(self, final_dir: Path, model_dir: Path) -> None:
+        out_dir, state = self.out_dir, self.state
         # The last checkpoint holds final's weights and a checkpoint may hold best's: hard links, not
         # copies, where they agree.
-        final_dir = out_dir / "final"
         last = out_dir / CHECKPOINTS / f"step-{state.step}" / "model"
         with atomic_dir(final_dir) as tmp:
             if last.is_dir():
@@ -369,7 +440,6 @@ class _Trainer:
         if best_dir is not None and state.best_step == 0:
             logger.warning("no training step beat the starting model on dev (%s %.4f at step 0): %s/model is the "
                            "starting model", self.config.select_metric, state.best_metric, out_dir)
-        model_dir = out_dir / "model"
         with atomic_dir(model_dir) as tmp:
             shutil.copytree(best_dir or final_dir, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
         write_meta(out_dir, stage=self.stage, config=self.all_config, inputs=self.inputs,
@@ -377,9 +447,33 @@ class _Trainer:
                           "best_metric": state.best_metric, "best_step": state.best_step,
                           "kept_start": best_dir is not None and state.best_step == 0,
                           "select_metric": self.config.select_metric if self.eval_fn is not None else None})
-        return TrainResult(out_dir=out_dir, model_dir=model_dir, final_dir=final_dir, best_dir=best_dir,
-                           best_metric=state.best_metric, best_step=state.best_step, steps=state.step,
-                           last_loss=self.last_loss)
+
+
+_SYNC = object()  # the input of the DDP pass that only synchronises gradients (gradient caching)
+
+
+class _Step(torch.nn.Module):
+    """What DDP wraps: the model, with the step function as its forward, so that a micro-batch's
+    forward goes through DDP and its backward averages the gradients over the processes."""
+
+    def __init__(self, model: torch.nn.Module, step_fn: Callable[[torch.nn.Module, Any], torch.Tensor]):
+        super().__init__()
+        self.model, self.step_fn = model, step_fn
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        if batch is _SYNC:  # zero, but through every parameter that holds a gradient: DDP reduces them
+            return sum((p.sum() * 0.0 for p in self.model.parameters() if p.grad is not None),
+                       torch.zeros((), device=next(self.model.parameters()).device))
+        return self.step_fn(self.model, batch)
+
+
+def _ddp(model: torch.nn.Module, step_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+         device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    # find_unused_parameters: a backbone's pooler, or a tower a chunk does not use, gets no gradient
+    return DistributedDataParallel(_Step(model, step_fn), device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True, forward_sync_buffers=False)
 
 
 def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -13,7 +13,7 @@ import torch
 from dualist.errors import ConfigError
 
 __all__ = ["resolve_device", "resolve_amp", "autocast", "seed_everything", "deterministic",
-           "enable_gradient_checkpointing"]
+           "enable_gradient_checkpointing", "process_seed"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,6 +72,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def process_seed(seed: int, rank: int, step: int) -> int:
+    """A seed of its own for process ``rank`` of a distributed run resumed at ``step`` (dropout masks)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
 @contextlib.contextmanager

@@ -7,6 +7,10 @@ columns ``qid, did, score``:
 
 - **resumable**: pairs are scored in shards of ``shard_size`` written to ``<out>.parts/``; a restart
   skips the shards already there, and the merged file replaces ``<out>`` atomically at the end;
+- **sharded**: under ``torchrun`` each process scores its contiguous range of the shards and rank 0
+  merges them; across machines, ``shard=(i, n)`` (``--shard i/n``) scores range ``i`` of ``n`` and the run
+  that finds every shard on disk merges them. The shards are the same whatever the number of
+  processes, so the merged file is the one a single process writes;
 - **checked**: the file's Parquet metadata (key ``dualist``) records what it was made from — the
   teacher's fingerprint (:func:`dualist._io.fingerprint_files` over the files ``save_pretrained``
   writes), the candidate run's fingerprint, ``depth``, the positives — and a cache made from other
@@ -28,6 +32,7 @@ from typing import Any
 
 from dualist._io import fingerprint_files, fingerprint_obj, progress, read_json, write_json
 from dualist.data.trec import rank_docs, ranked_positives
+from dualist.distributed import barrier, init_process_group, shard_range, world
 from dualist.errors import DualistError, StaleArtifactError
 from dualist.training.checkpoints import file_umask
 
@@ -179,7 +184,8 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
                      out_path: str | Path, *, depth: int | None = None, batch_size: int = 64,
                      include_positives: bool = True, show_progress: bool | None = None,
                      shard_size: int = 2048, force: bool = False,
-                     teacher_path: str | Path | None = None, max_positives: int | None = None) -> TeacherScores:
+                     teacher_path: str | Path | None = None, max_positives: int | None = None,
+                     shard: tuple[int, int] | None = None) -> TeacherScores | None:
     """Score every candidate pair of ``split`` with the cross-encoder ``teacher``; cache as Parquet.
 
     Args:
@@ -194,13 +200,16 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
         force: replace a cache made from other inputs instead of raising.
         teacher_path: where the teacher was loaded from; recorded for readers (the fingerprint is
             always computed from the model itself, so a folder and a loaded model agree).
+        shard: ``(i, n)``: score only range ``i`` of ``n`` of the resumable shards, e.g. on one of ``n``
+            machines sharing ``out_path``'s folder. The call that finds all shards done merges them and
+            returns the scores; the others return None. Default: the whole run in one process, or
+            under torchrun this process's range, with rank 0 merging and every process returning.
 
     Raises:
         StaleArtifactError: ``out_path`` was made with another teacher, candidate run, depth, split or
             positives, and ``force`` is False.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     out_path = Path(out_path)
     pairs = candidate_pairs(dataset, split, run, depth=depth, include_positives=include_positives,
@@ -238,32 +247,60 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
         logger.warning("re-scoring %s (%s)", out_path, diff)
 
     # -- score shard by shard; a shard on disk is finished work
+    current = init_process_group() if shard is None else world()
+    together = shard is None and current.distributed  # torchrun: the processes wait for each other
+    index, count = shard if shard is not None else (current.rank, current.size)
     parts = out_path.with_name(out_path.name + ".parts")
     parts_meta = {k: meta[k] for k in (*_WHAT, "pairs")} | {"shard_size": shard_size}
-    if parts.exists() and (not (parts / "inputs.json").exists() or read_json(parts / "inputs.json") != parts_meta):
-        logger.info("discarding partial scores in %s: they were made from other inputs", parts)
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    write_json(parts / "inputs.json", parts_meta)
+    if current.is_main or not together:
+        if parts.exists() and (not (parts / "inputs.json").exists()
+                               or read_json(parts / "inputs.json") != parts_meta):
+            logger.info("discarding partial scores in %s: they were made from other inputs", parts)
+            shutil.rmtree(parts)
+        parts.mkdir(parents=True, exist_ok=True)
+        write_json(parts / "inputs.json", parts_meta)
+    if together:
+        barrier()
     shards = [pairs[i:i + shard_size] for i in range(0, len(pairs), shard_size)]
     shard_paths = [parts / f"shard-{k:05d}.parquet" for k in range(len(shards))]
-    done = sum(len(s) for s, p in zip(shards, shard_paths) if p.exists())
+    mine = shard_range(len(shards), index, count)
+    done = sum(len(shards[k]) for k in mine if shard_paths[k].exists())
     disable = None if show_progress is None else not show_progress
-    with progress(total=len(pairs), initial=done, desc="teacher scores", unit="pair", disable=disable) as bar:
-        for shard, shard_path in zip(shards, shard_paths):
+    with progress(total=sum(len(shards[k]) for k in mine), initial=done, desc="teacher scores", unit="pair",
+                  disable=disable if current.is_main or not together else True) as bar:
+        for k in mine:
+            shard_pairs, shard_path = shards[k], shard_paths[k]
             if shard_path.exists():
                 continue
-            queries = [dataset.queries[q] for q, _ in shard]
-            docs = [dataset.doc_text(d) for _, d in shard]
+            queries = [dataset.queries[q] for q, _ in shard_pairs]
+            docs = [dataset.doc_text(d) for _, d in shard_pairs]
             scores = [float(s) for s in teacher.score(queries, docs, batch_size=batch_size, show_progress=False)]
-            if len(scores) != len(shard):
-                raise RuntimeError(f"teacher.score returned {len(scores)} scores for {len(shard)} pairs")
-            table = pa.table({"qid": [q for q, _ in shard], "did": [d for _, d in shard],
+            if len(scores) != len(shard_pairs):
+                raise RuntimeError(f"teacher.score returned {len(scores)} scores for {len(shard_pairs)} pairs")
+            table = pa.table({"qid": [q for q, _ in shard_pairs], "did": [d for _, d in shard_pairs],
                               "score": pa.array(scores, type=pa.float32())})
             _write_parquet(table, shard_path)
-            bar.update(len(shard))
+            bar.update(len(shard_pairs))
+    if together:
+        barrier()
+        if current.is_main:
+            _merge(shard_paths, meta, out_path, parts)
+        barrier()
+        return TeacherScores.load(out_path)
+    missing = [p for p in shard_paths if not p.exists()]
+    if missing:
+        logger.info("shard %d/%d of %s scored; %d of %d shards remain (the run that completes them merges)",
+                    index, count, out_path, len(missing), len(shard_paths))
+        return None
+    _merge(shard_paths, meta, out_path, parts)
+    return TeacherScores.load(out_path)
 
-    # -- merge the shards into one file, with what it was made from in its metadata
+
+def _merge(shard_paths: list[Path], meta: dict[str, Any], out_path: Path, parts: Path) -> None:
+    """Merge the shards into one file, with what it was made from in its metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     schema = pa.schema([("qid", pa.string()), ("did", pa.string()), ("score", pa.float32())])
     tables = [pq.read_table(p) for p in shard_paths]
     merged = pa.concat_tables(tables) if tables else schema.empty_table()
@@ -271,7 +308,6 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
     _write_parquet(merged, out_path)
     shutil.rmtree(parts)
     logger.info("wrote %s: %d teacher scores", out_path, merged.num_rows)
-    return TeacherScores.load(out_path)
 
 
 def _write_parquet(table: Any, path: Path) -> None:

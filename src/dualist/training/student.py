@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from dualist._io import fingerprint_obj
+from dualist.distributed import gather_rows, loss_share, process_rows, shard_range, shard_sizes, world
 from dualist.errors import ConfigError
 from dualist.losses.calibration import Affine, Calibrated, WithInBatchOneHot, fit_scale
 from dualist.training.config import TrainConfig
@@ -20,7 +21,7 @@ from dualist.training.runtime import seed_everything
 from dualist.training.scoring import MissingScoreError, TeacherScores
 from dualist.training.teacher import _run_ids
 
-__all__ = ["train_student", "student_step", "fit_calibration"]
+__all__ = ["train_student", "student_step", "embedding_loss", "fit_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +33,37 @@ def student_step(model: Any, batch: Batch, loss_fn: Callable[..., torch.Tensor],
     Student scores are ``(B, C)``, or ``(B, C + (B - 1) * C)`` with in-batch negatives (see
     :func:`~dualist.training.examples.with_in_batch_negatives`); the teacher's ``(B, C)`` scores
     go to the loss alongside when the batch has them.
+
+    Under torchrun each process embeds only its slice of the rows (:func:`dualist.distributed.process_rows`),
+    the in-batch columns are every process's documents (:func:`dualist.distributed.gather_rows`), and
+    the returned loss is this process's share (:func:`dualist.distributed.loss_share`): averaged over
+    the processes, loss and gradients are those of one process on the whole batch.
     """
+    rows = process_rows(len(batch))
+    local = batch.select(rows)
+    q = model.embed_queries(local.queries)  # (R, d)
+    texts, index = local.unique_docs()
+    return embedding_loss(model, q, model.embed_docs(texts), index, batch, rows, loss_fn, in_batch_negatives)
+
+
+def embedding_loss(model: Any, q: torch.Tensor, docs: torch.Tensor, index: torch.Tensor, batch: Batch,
+                   rows: range, loss_fn: Callable[..., torch.Tensor], in_batch_negatives: bool) -> torch.Tensor:
+    """The loss of rows ``rows`` of ``batch`` (:func:`~dualist.distributed.process_rows`) from their embeddings: queries
+    ``q (R, d)`` and the distinct documents ``docs`` with ``index (R, C)`` into them; scaled to this
+    process's share of the batch."""
     B, C = batch.shape
-    q = model.embed_queries(batch.queries)  # (B, d)
-    texts, index = batch.unique_docs()
-    d = model.embed_docs(texts)[index.to(q.device)]  # (B, C, d)
+    current = world()
+    mine = len(shard_range(B, current.rank, current.size))  # 0 when ``rows`` is the stand-in row
+    d = docs[index.to(q.device)].view(len(rows), C, docs.shape[-1])  # (R, C, d)
     if in_batch_negatives:
-        every_pair = model.similarity(q, d.reshape(B * C, -1)).view(B, B, C)  # query i x docs of query j
-        scores = with_in_batch_negatives(every_pair, batch)
+        # a stand-in row is gathered too (same collectives as the others) and dropped: its size is 0
+        every_doc = gather_rows(d, shard_sizes(B, current.size)) if current.distributed else d  # (B, C, d)
+        every_pair = model.similarity(q, every_doc.reshape(B * C, every_doc.shape[-1])).view(len(rows), B, C)
+        scores = with_in_batch_negatives(every_pair, batch, rows=rows)
     else:
-        scores = model.similarity(q, d)  # (B, C)
-    teacher = batch.teacher_scores.to(scores.device) if batch.teacher_scores is not None else None
-    return loss_fn(scores, teacher)
+        scores = model.similarity(q, d)  # (R, C)
+    teacher = batch.teacher_scores[rows.start:rows.stop].to(scores.device) if batch.teacher_scores is not None else None
+    return loss_fn(scores, teacher) * loss_share(mine, B, current.size)
 
 
 def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping[str, float]],
@@ -103,8 +123,15 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     if distill and train_config.in_batch_negatives:  # the teacher scored no in-batch pair: labels only there
         loss_fn = WithInBatchOneHot(loss_fn, train_config.in_batch_weight)
 
-    def step_fn(model: Any, batch: Batch) -> torch.Tensor:
+    def one_pass(model: Any, batch: Batch) -> torch.Tensor:
         return student_step(model, batch, loss_fn, in_batch_negatives=train_config.in_batch_negatives)
+
+    step_fn: Callable[[Any, Batch], torch.Tensor] = one_pass
+    if train_config.grad_cache_chunk:
+        from dualist.training.grad_cache import GradCacheStep
+
+        step_fn = GradCacheStep(loss_fn, chunk_size=train_config.grad_cache_chunk,
+                                in_batch_negatives=train_config.in_batch_negatives)
 
     inputs = {"split": split, "candidates": fingerprint_obj(_run_ids(candidates_run))}
     if teacher_scores is not None:

@@ -11,6 +11,7 @@ import torch
 
 from dualist._io import fingerprint_obj
 from dualist.data.trec import rank_docs
+from dualist.distributed import loss_share, process_rows, shard_range, world
 from dualist.errors import ConfigError
 from dualist.training.config import TrainConfig
 from dualist.training.examples import Batch, ExampleSource
@@ -23,12 +24,19 @@ logger = logging.getLogger(__name__)
 
 
 def teacher_step(model: Any, batch: Batch, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Score all ``B * (1 + N)`` (query, document) pairs jointly, reshape to ``(B, 1 + N)``, take the loss."""
+    """Score all ``B * (1 + N)`` (query, document) pairs jointly, reshape to ``(B, 1 + N)``, take the loss.
+
+    Under torchrun each process scores its slice of the rows and returns its share of the loss
+    (:func:`dualist.distributed.loss_share`), so the mean over processes is the whole batch's loss.
+    """
+    current = world()
     B, C = batch.shape
-    queries = [q for q in batch.queries for _ in range(C)]
-    docs = [d for row in batch.docs for d in row]
-    scores = model(queries, docs).view(B, C)
-    return loss_fn(scores)
+    rows = process_rows(B)  # a process without rows computes a stand-in row at weight 0
+    local = batch.select(rows)
+    queries = [q for q in local.queries for _ in range(C)]
+    docs = [d for row in local.docs for d in row]
+    scores = model(queries, docs).view(len(rows), C)
+    return loss_fn(scores) * loss_share(len(shard_range(B, current.rank, current.size)), B, current.size)
 
 
 def train_teacher(dataset: Any, split: str, candidates_run: Mapping[str, Mapping[str, float]],
@@ -51,6 +59,9 @@ def train_teacher(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     if train_config.in_batch_negatives:
         raise ConfigError("train.in_batch_negatives is for dual encoders: a cross-encoder would have to "
                           "run B x B x C extra (query, document) pairs; turn it off for the teacher")
+    if train_config.grad_cache_chunk:
+        raise ConfigError("train.grad_cache_chunk caches gradients of embeddings, which a cross-encoder does not "
+                          "have; set it to 0 for the teacher (train.grad_accum splits its batches instead)")
     seed_everything(train_config.seed)  # the fresh scoring head is initialised from the seed
     model = CrossEncoder(model_config)
     loss_fn = build_loss("onehot")
