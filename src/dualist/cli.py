@@ -15,16 +15,22 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
 from dualist.config import add_config_args, config_from_args, load_yaml, opt, to_dict
 from dualist.errors import ConfigError, DualistError
+from dualist.losses import LossName
+
+if TYPE_CHECKING:
+    from dualist.data import Dataset
 
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("dualist")
+
+A = TypeVar("A")
 
 METRICS_DEFAULT = ["ndcg@10", "mrr@10", "recall@100"]
 
@@ -60,7 +66,8 @@ class TeacherArgs:
     dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
     dev_depth: int = opt(100, "re-rank depth for dev evaluation")
     out: str = opt("", "output folder, e.g. models/teacher")
-    resume: bool = opt(False, "continue from the last checkpoint in --out")
+    resume: bool = opt(False, "continue from the last checkpoint in --out even when it was made with other settings "
+                              "(a rerun with the same settings resumes, and a finished one is skipped, without it)")
 
 
 @dataclass
@@ -79,7 +86,7 @@ class ScoreArgs:
 class StudentArgs:
     split: str = opt("train", "training split")
     candidates: str = opt("", "TREC run of BM25 candidates for the training queries (negatives come from it)")
-    loss: Literal["onehot", "mse", "margin_mse", "kl", "rankdistil", "m3se"] = opt(
+    loss: LossName = opt(
         "m3se", "training loss: one-hot softmax CE, or distillation from the teacher scores")
     loss_args: list[str] = opt([], "loss keyword arguments as key=value pairs, e.g. temperature=2")
     teacher_scores: str = opt("", "teacher score cache (from 'dualist score-teacher'); needed by distillation losses")
@@ -87,7 +94,8 @@ class StudentArgs:
     dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
     dev_depth: int = opt(100, "re-rank depth for dev evaluation")
     out: str = opt("", "output folder, e.g. models/student-m3se")
-    resume: bool = opt(False, "continue from the last checkpoint in --out")
+    resume: bool = opt(False, "continue from the last checkpoint in --out even when it was made with other settings "
+                              "(a rerun with the same settings resumes, and a finished one is skipped, without it)")
 
 
 @dataclass
@@ -160,7 +168,7 @@ def _write_resolved(out: str | Path, sections: dict[str, Any]) -> Path:
     return path
 
 
-def _dataset(d: DataArgs) -> Any:
+def _dataset(d: DataArgs) -> Dataset:
     from dualist.stages import load_dataset
 
     return load_dataset(_need(d.data, "--data", "a BEIR folder or dataset name"), strict=d.strict,
@@ -184,82 +192,75 @@ def _parse_loss_args(items: list[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- subcommands
-def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.stages import run_candidates
-
+def _stage_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[A], what: str) -> tuple[DataArgs, A, Path, Dataset]:
+    """The opening every stage subcommand shares: its data and own arguments, its --out, the dataset."""
     d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(CandidatesArgs, ns, cfg)
-    out = _need(a.out, "--out", "the TREC run file to write")
-    ds = _dataset(d)
-    run = run_candidates(ds, a.split, out, k=a.k, k1=a.k1, b=a.b)
+    a = config_from_args(args_cls, ns, cfg)
+    out = Path(_need(a.out, "--out", what))
+    return d, a, out, _dataset(d)
+
+
+def _dev_selection(a: TeacherArgs | StudentArgs) -> dict[str, Any]:
+    """The checkpoint-selection fields of a training stage's config."""
+    dev = Path(_need(a.dev_candidates, "--dev-candidates", "the TREC run of the dev split")) if a.dev_split else None
+    return {"split": a.split, "candidates": Path(_need(a.candidates, "--candidates", "a TREC run file")),
+            "dev_split": a.dev_split, "dev_candidates": dev, "dev_depth": a.dev_depth, "resume": a.resume}
+
+
+def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.data import read_trec_run
+    from dualist.stages import CandidatesConfig, candidates_stage
+
+    d, a, out, ds = _stage_inputs(ns, cfg, CandidatesArgs, "the TREC run file to write")
+    candidates_stage(ds, CandidatesConfig(split=a.split, k=a.k, k1=a.k1, b=a.b), out)
     _write_resolved(out, {"data": d, "args": a})
-    print(f"wrote {out}: {len(run)} queries, top-{a.k} BM25")
+    print(f"wrote {out}: {len(read_trec_run(out))} queries, top-{a.k} BM25")
 
 
 def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import CrossEncoderConfig
-    from dualist.stages import dev_eval_fn
-    from dualist.training import TrainConfig, train_teacher
+    from dualist.stages import TeacherConfig, teacher_stage
+    from dualist.training import TrainConfig
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(TeacherArgs, ns, cfg)
+    d, a, out, ds = _stage_inputs(ns, cfg, TeacherArgs, "the folder to write the teacher to")
     m = config_from_args(CrossEncoderConfig, ns, cfg, section="model")
     t = config_from_args(TrainConfig, ns, cfg, section="train")
-    out = Path(_need(a.out, "--out", "the folder to write the teacher to"))
-    ds = _dataset(d)
-    cands = _read_run(a.candidates, "--candidates")
-    eval_fn = None
-    if a.dev_split:
-        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates"),
-                              depth=a.dev_depth)
+    config = TeacherConfig(model=m, train=t, **_dev_selection(a))
     out.mkdir(parents=True, exist_ok=True)
     _write_resolved(out, {"data": d, "args": a, "model": m, "train": t})
-    path = train_teacher(ds, a.split, cands, m, t, out, eval_fn=eval_fn, resume=a.resume)
-    print(f"teacher saved to {path}")
+    print(f"teacher saved to {teacher_stage(ds, config, out)}")
 
 
 def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.models import CrossEncoder
-    from dualist.training import score_candidates
+    from dualist.stages import ScoresConfig, scores_stage
+    from dualist.training import TeacherScores
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(ScoreArgs, ns, cfg)
-    out = _need(a.out, "--out", "the Parquet file to write")
-    ds = _dataset(d)
-    teacher = CrossEncoder.from_pretrained(_need(a.teacher, "--teacher", "the teacher model folder"))
-    scores = score_candidates(teacher, ds, a.split, _read_run(a.candidates, "--candidates"), out,
-                              depth=a.depth, batch_size=a.batch_size, teacher_path=a.teacher,
-                              max_positives=a.max_positives or None)
+    d, a, out, ds = _stage_inputs(ns, cfg, ScoreArgs, "the Parquet file to write")
+    config = ScoresConfig(teacher=Path(_need(a.teacher, "--teacher", "the teacher model folder")),
+                          candidates=Path(_need(a.candidates, "--candidates", "a TREC run file")), split=a.split,
+                          depth=a.depth, max_positives=a.max_positives or None, batch_size=a.batch_size)
+    scores_stage(ds, config, out)
     _write_resolved(out, {"data": d, "args": a})
-    print(f"wrote {out}: {len(scores)} teacher scores")
+    print(f"wrote {out}: {len(TeacherScores.load(out))} teacher scores")
 
 
 def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import DualEncoderConfig
-    from dualist.stages import dev_eval_fn
-    from dualist.training import TeacherScores, TrainConfig, train_student
+    from dualist.stages import StudentConfig, student_stage
+    from dualist.training import TrainConfig
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(StudentArgs, ns, cfg)
+    d, a, out, ds = _stage_inputs(ns, cfg, StudentArgs, "the folder to write the student to")
     m = config_from_args(DualEncoderConfig, ns, cfg, section="model")
     t = config_from_args(TrainConfig, ns, cfg, section="train")
-    out = Path(_need(a.out, "--out", "the folder to write the student to"))
-    ds = _dataset(d)
-    cands = _read_run(a.candidates, "--candidates")
-    teacher_scores = TeacherScores.load(a.teacher_scores) if a.teacher_scores else None
-    eval_fn = None
-    if a.dev_split:
-        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates"),
-                              depth=a.dev_depth)
+    config = StudentConfig(model=m, train=t, loss=a.loss, loss_kwargs=_parse_loss_args(a.loss_args),
+                           teacher_scores=Path(a.teacher_scores) if a.teacher_scores else None, **_dev_selection(a))
     out.mkdir(parents=True, exist_ok=True)
     _write_resolved(out, {"data": d, "args": a, "model": m, "train": t})
-    path = train_student(ds, a.split, cands, m, t, out, loss=a.loss, loss_kwargs=_parse_loss_args(a.loss_args),
-                         teacher_scores=teacher_scores, eval_fn=eval_fn, resume=a.resume)
-    print(f"student ({a.loss}) saved to {path}")
+    print(f"student ({a.loss}) saved to {student_stage(ds, config, out)}")
 
 
 def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.evaluation.modes import _search_space, encode_corpus
+    from dualist.evaluation.modes import search_space, encode_corpus
     from dualist.index import ExactIndex, FaissIndex
     from dualist.stages import load_model
 
@@ -270,7 +271,7 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
     ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
     index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory)
-    index.add(ids, _search_space(model, emb))
+    index.add(ids, search_space(model, emb))
     index.save(out)
     _write_resolved(out, {"data": d, "args": a})
     print(f"indexed {len(ids)} documents into {out} ({a.backend})")
@@ -329,10 +330,17 @@ def cmd_evaluate(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_repro(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.repro import ReproArgs, run_repro
+    from dualist.repro import ReproArgs, check_matrix, print_table, record_entry, run_repro
 
     a = config_from_args(ReproArgs, ns, cfg)
-    run_repro(a)
+    if a.table:
+        print(print_table(a.matrix or None))
+    elif a.check:
+        check_matrix(a)
+    else:
+        results = run_repro(a)
+        if a.record:
+            print(f"recorded the figures in {record_entry(results, a.matrix or None, dataset=a.dataset)}")
 
 
 # --------------------------------------------------------------------------- parser

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["rerank", "retrieve", "top_k", "encode_corpus"]
+__all__ = ["rerank", "retrieve", "top_k", "encode_corpus", "search_space"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,15 +102,15 @@ def retrieve(model: Any, dataset: Any, queries: dict[str, str], *, k: int = 100,
         ids, emb = doc_embeddings if doc_embeddings is not None else encode_corpus(
             model, dataset, batch_size=batch_size, show_progress=show_progress)
         index = ExactIndex()
-        index.add(ids, _search_space(model, emb))
+        index.add(ids, search_space(model, emb))
     qids = list(queries)
     q_emb = model.encode_queries([queries[q] for q in qids], batch_size=batch_size,
                                  show_progress=show_progress)
-    res = index.search(_search_space(model, q_emb, query=True), k)
+    res = index.search(search_space(model, q_emb, query=True), k)
     return res.to_run(qids)
 
 
-def _search_space(model: Any, emb: np.ndarray, *, query: bool = False) -> np.ndarray:
+def search_space(model: Any, emb: np.ndarray, *, query: bool = False) -> np.ndarray:
     """Map embeddings so that inner product equals the model's score (cosine, temperature)."""
     cfg = model.config
     emb = np.asarray(emb, dtype=np.float32)

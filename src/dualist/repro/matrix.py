@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from dualist.repro.plan import ReproArgs, run_repro
+
 __all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "record_entry", "MATRIX_PATH"]
 
 logger = logging.getLogger(__name__)
@@ -48,10 +50,8 @@ def compare_rows(rows: list[dict[str, Any]], expected: dict[str, dict[str, float
     return out
 
 
-def check_matrix(args: Any) -> dict[str, Any]:
+def check_matrix(args: ReproArgs) -> dict[str, Any]:
     """Rerun each matrix entry and print OK / FAIL per figure; exit status 1 when any fails."""
-    from dualist.repro.pipeline import run_repro
-
     matrix = load_matrix(args.matrix or None)
     tol = float(matrix.get("tolerance", 0.02))
     failures = 0
