@@ -31,6 +31,7 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger("dualist")
 
 A = TypeVar("A")
+T = TypeVar("T", bound="TrainingArgs")
 
 METRICS_DEFAULT = ["ndcg@10", "mrr@10", "recall@100"]
 
@@ -59,15 +60,22 @@ class CandidatesArgs:
 
 
 @dataclass
-class TeacherArgs:
+class TrainingArgs:
+    """What the teacher and student subcommands share: the training split, its candidates, model selection."""
+
     split: str = opt("train", "training split")
     candidates: str = opt("", "TREC run of BM25 candidates for the training queries (negatives come from it)")
     dev_split: str = opt("", "split to evaluate on each epoch and pick the best checkpoint (empty = none)")
     dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
     dev_depth: int = opt(100, "re-rank depth for dev evaluation")
-    out: str = opt("", "output folder, e.g. models/teacher")
+    out: str = opt("", "output folder, e.g. models/teacher or models/student-m3se")
     resume: bool = opt(False, "continue from the last checkpoint in --out even when it was made with other settings "
                               "(a rerun with the same settings resumes, and a finished one is skipped, without it)")
+
+
+@dataclass
+class TeacherArgs(TrainingArgs):
+    pass
 
 
 @dataclass
@@ -83,19 +91,11 @@ class ScoreArgs:
 
 
 @dataclass
-class StudentArgs:
-    split: str = opt("train", "training split")
-    candidates: str = opt("", "TREC run of BM25 candidates for the training queries (negatives come from it)")
+class StudentArgs(TrainingArgs):
     loss: LossName = opt(
         "m3se", "training loss: one-hot softmax CE, or distillation from the teacher scores")
     loss_args: list[str] = opt([], "loss keyword arguments as key=value pairs, e.g. temperature=2")
     teacher_scores: str = opt("", "teacher score cache (from 'dualist score-teacher'); needed by distillation losses")
-    dev_split: str = opt("", "split to evaluate on each epoch and pick the best checkpoint (empty = none)")
-    dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
-    dev_depth: int = opt(100, "re-rank depth for dev evaluation")
-    out: str = opt("", "output folder, e.g. models/student-m3se")
-    resume: bool = opt(False, "continue from the last checkpoint in --out even when it was made with other settings "
-                              "(a rerun with the same settings resumes, and a finished one is skipped, without it)")
 
 
 @dataclass
@@ -192,26 +192,37 @@ def _parse_loss_args(items: list[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- subcommands
-def _stage_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[A], what: str) -> tuple[DataArgs, A, Path, Dataset]:
-    """The opening every stage subcommand shares: its data and own arguments, its --out, the dataset."""
+def _command_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[A], what: str) -> tuple[DataArgs, A, Path, Dataset]:
+    """The opening the subcommands share: their data and own arguments, their --out, the dataset."""
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(args_cls, ns, cfg)
     out = Path(_need(a.out, "--out", what))
     return d, a, out, _dataset(d)
 
 
-def _dev_selection(a: TeacherArgs | StudentArgs) -> dict[str, Any]:
-    """The checkpoint-selection fields of a training stage's config."""
+def _training_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[T], model_cls: type,
+                     what: str) -> tuple[T, dict[str, Any], Path, Dataset]:
+    """What the teacher and student subcommands share: their arguments, the fields of their stage config
+    (model, training, split, candidates, model selection), their --out with its resolved config, the dataset."""
+    from dualist.training import TrainConfig
+
+    d, a, out, ds = _command_inputs(ns, cfg, args_cls, what)
+    m = config_from_args(model_cls, ns, cfg, section="model")
+    t = config_from_args(TrainConfig, ns, cfg, section="train")
     dev = Path(_need(a.dev_candidates, "--dev-candidates", "the TREC run of the dev split")) if a.dev_split else None
-    return {"split": a.split, "candidates": Path(_need(a.candidates, "--candidates", "a TREC run file")),
-            "dev_split": a.dev_split, "dev_candidates": dev, "dev_depth": a.dev_depth, "resume": a.resume}
+    fields = {"model": m, "train": t, "split": a.split, "dev_split": a.dev_split, "dev_candidates": dev,
+              "candidates": Path(_need(a.candidates, "--candidates", "a TREC run file")),
+              "dev_depth": a.dev_depth, "resume": a.resume}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_resolved(out, {"data": d, "args": a, "model": m, "train": t})
+    return a, fields, out, ds
 
 
 def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.data import read_trec_run
     from dualist.stages import CandidatesConfig, candidates_stage
 
-    d, a, out, ds = _stage_inputs(ns, cfg, CandidatesArgs, "the TREC run file to write")
+    d, a, out, ds = _command_inputs(ns, cfg, CandidatesArgs, "the TREC run file to write")
     candidates_stage(ds, CandidatesConfig(split=a.split, k=a.k, k1=a.k1, b=a.b), out)
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(read_trec_run(out))} queries, top-{a.k} BM25")
@@ -220,22 +231,16 @@ def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import CrossEncoderConfig
     from dualist.stages import TeacherConfig, teacher_stage
-    from dualist.training import TrainConfig
 
-    d, a, out, ds = _stage_inputs(ns, cfg, TeacherArgs, "the folder to write the teacher to")
-    m = config_from_args(CrossEncoderConfig, ns, cfg, section="model")
-    t = config_from_args(TrainConfig, ns, cfg, section="train")
-    config = TeacherConfig(model=m, train=t, **_dev_selection(a))
-    out.mkdir(parents=True, exist_ok=True)
-    _write_resolved(out, {"data": d, "args": a, "model": m, "train": t})
-    print(f"teacher saved to {teacher_stage(ds, config, out)}")
+    _, fields, out, ds = _training_inputs(ns, cfg, TeacherArgs, CrossEncoderConfig, "the folder to write the teacher to")
+    print(f"teacher saved to {teacher_stage(ds, TeacherConfig(**fields), out)}")
 
 
 def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.stages import ScoresConfig, scores_stage
     from dualist.training import TeacherScores
 
-    d, a, out, ds = _stage_inputs(ns, cfg, ScoreArgs, "the Parquet file to write")
+    d, a, out, ds = _command_inputs(ns, cfg, ScoreArgs, "the Parquet file to write")
     config = ScoresConfig(teacher=Path(_need(a.teacher, "--teacher", "the teacher model folder")),
                           candidates=Path(_need(a.candidates, "--candidates", "a TREC run file")), split=a.split,
                           depth=a.depth, max_positives=a.max_positives or None, batch_size=a.batch_size)
@@ -247,15 +252,10 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import DualEncoderConfig
     from dualist.stages import StudentConfig, student_stage
-    from dualist.training import TrainConfig
 
-    d, a, out, ds = _stage_inputs(ns, cfg, StudentArgs, "the folder to write the student to")
-    m = config_from_args(DualEncoderConfig, ns, cfg, section="model")
-    t = config_from_args(TrainConfig, ns, cfg, section="train")
-    config = StudentConfig(model=m, train=t, loss=a.loss, loss_kwargs=_parse_loss_args(a.loss_args),
-                           teacher_scores=Path(a.teacher_scores) if a.teacher_scores else None, **_dev_selection(a))
-    out.mkdir(parents=True, exist_ok=True)
-    _write_resolved(out, {"data": d, "args": a, "model": m, "train": t})
+    a, fields, out, ds = _training_inputs(ns, cfg, StudentArgs, DualEncoderConfig, "the folder to write the student to")
+    config = StudentConfig(**fields, loss=a.loss, loss_kwargs=_parse_loss_args(a.loss_args),
+                           teacher_scores=Path(a.teacher_scores) if a.teacher_scores else None)
     print(f"student ({a.loss}) saved to {student_stage(ds, config, out)}")
 
 
@@ -264,10 +264,7 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.index import ExactIndex, FaissIndex
     from dualist.stages import load_model
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(IndexArgs, ns, cfg)
-    out = _need(a.out, "--out", "the index folder to write")
-    ds = _dataset(d)
+    d, a, out, ds = _command_inputs(ns, cfg, IndexArgs, "the index folder to write")
     model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
     ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
     index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory)
@@ -282,10 +279,7 @@ def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.index import load_index
     from dualist.stages import load_model, run_rerank, run_retrieve
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(SearchArgs, ns, cfg)
-    out = _need(a.out, "--out", "the TREC run file to write")
-    ds = _dataset(d)
+    d, a, out, ds = _command_inputs(ns, cfg, SearchArgs, "the TREC run file to write")
     model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
     index = load_index(a.index) if a.index else None
     run = run_retrieve(model, ds, a.split, k=a.k, index=index, batch_size=a.batch_size)
@@ -300,10 +294,7 @@ def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_rerank(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.stages import load_model, run_rerank
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(RerankArgs, ns, cfg)
-    out = _need(a.out, "--out", "the TREC run file to write")
-    ds = _dataset(d)
+    d, a, out, ds = _command_inputs(ns, cfg, RerankArgs, "the TREC run file to write")
     model = load_model(_need(a.model, "--model", "a model folder"), precision=a.precision)
     run = run_rerank(model, ds, a.split, _read_run(a.candidates, "--candidates"), depth=a.depth,
                      batch_size=a.batch_size, out=out)
