@@ -3,6 +3,10 @@
 Every subcommand takes ``--config FILE.yaml`` plus flags (flags win), explains itself in ``--help``
 and writes its resolved config next to its outputs (``config.yaml`` in an output folder, or
 ``<file>.config.yaml`` beside an output file), ready to be passed back with ``--config``.
+
+The handlers only parse, build a stage config and call :mod:`dualist.stages` (or the library for the
+uncached commands: index, search, rerank, evaluate). Most of this module's length is the argument
+dataclasses, one per subcommand, whose fields are the ``--help`` text.
 """
 
 from __future__ import annotations
@@ -232,7 +236,8 @@ def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import CrossEncoderConfig
     from dualist.stages import TeacherConfig, teacher_stage
 
-    _, fields, out, ds = _training_inputs(ns, cfg, TeacherArgs, CrossEncoderConfig, "the folder to write the teacher to")
+    _, fields, out, ds = _training_inputs(ns, cfg, TeacherArgs, CrossEncoderConfig,
+                                          "the folder to write the teacher to")
     print(f"teacher saved to {teacher_stage(ds, TeacherConfig(**fields), out)}")
 
 
@@ -253,7 +258,8 @@ def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import DualEncoderConfig
     from dualist.stages import StudentConfig, student_stage
 
-    a, fields, out, ds = _training_inputs(ns, cfg, StudentArgs, DualEncoderConfig, "the folder to write the student to")
+    a, fields, out, ds = _training_inputs(ns, cfg, StudentArgs, DualEncoderConfig,
+                                          "the folder to write the student to")
     config = StudentConfig(**fields, loss=a.loss, loss_kwargs=_parse_loss_args(a.loss_args),
                            teacher_scores=Path(a.teacher_scores) if a.teacher_scores else None)
     print(f"student ({a.loss}) saved to {student_stage(ds, config, out)}")

@@ -1,4 +1,4 @@
-"""The two evaluation modes of DESIGN.md §4.
+"""The two evaluation modes of docs/architecture.md §4.
 
 * **Re-rank** (the paper's): a model re-scores the same candidate run (BM25 top-K) per query.
 * **Retrieval** (a dual-encoder's real job): search the whole corpus with the model's embeddings.

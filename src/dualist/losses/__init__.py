@@ -1,4 +1,4 @@
-"""Ranking losses for training and distilling dual encoders (DESIGN.md §2-3).
+"""Ranking losses for training and distilling dual encoders (docs/architecture.md §2-3).
 
 Every loss is a plain ``torch.nn.Module`` with the same call::
 

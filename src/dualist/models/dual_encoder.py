@@ -4,7 +4,7 @@ Two paths share one set of weights:
 
 - **training** — :meth:`DualEncoder.embed_queries` / :meth:`~DualEncoder.embed_docs` return
   embeddings with gradients on the model's device, and :meth:`~DualEncoder.similarity` turns them
-  into the ``(B, C)`` scores tensor every loss takes (DESIGN.md §2);
+  into the ``(B, C)`` scores tensor every loss takes (docs/architecture.md §2);
 - **inference** — :meth:`~DualEncoder.encode_queries` / :meth:`~DualEncoder.encode_docs` return
   float32 numpy arrays, computed under ``torch.inference_mode`` in length-sorted, dynamically
   padded batches (input order restored), and :meth:`~DualEncoder.score_embeddings` /
