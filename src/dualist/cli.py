@@ -196,7 +196,8 @@ def _parse_loss_args(items: list[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- subcommands
-def _command_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[A], what: str) -> tuple[DataArgs, A, Path, Dataset]:
+def _command_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[A],
+                    what: str) -> tuple[DataArgs, A, Path, Dataset]:
     """The opening the subcommands share: their data and own arguments, their --out, the dataset."""
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(args_cls, ns, cfg)

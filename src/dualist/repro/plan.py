@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -34,6 +34,10 @@ from dualist.data import Dataset
 from dualist.losses import LOSS_NAMES, requires_teacher
 from dualist.repro.profiles import Profile, get_profile
 from dualist.repro.samples import Samples
+
+if TYPE_CHECKING:
+    from dualist.models import DualEncoderConfig
+    from dualist.stages import EvaluatedModel, StudentConfig, TeacherConfig
 
 __all__ = ["ReproArgs", "run_repro", "resolve_profile", "StudentRun"]
 
@@ -175,7 +179,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     return read_json(work / "results.json")
 
 
-def _teacher(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples) -> Any:
+def _teacher(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples) -> TeacherConfig:
     from dualist.models import CrossEncoderConfig
     from dualist.stages import TeacherConfig
     from dualist.training import TrainConfig
@@ -192,7 +196,7 @@ def _teacher(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
                          batch_size=prof.batch_size_infer)
 
 
-def _student_model(prof: Profile, model: str) -> Any:
+def _student_model(prof: Profile, model: str) -> DualEncoderConfig:
     from dualist.models import DualEncoderConfig
 
     return DualEncoderConfig(model=model, num_layers=prof.student_layers, pooling="mean", normalize=True,
@@ -201,7 +205,7 @@ def _student_model(prof: Profile, model: str) -> Any:
 
 
 def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples, run: StudentRun,
-             scores: Path) -> Any:
+             scores: Path) -> StudentConfig:
     from dualist.stages import StudentConfig
     from dualist.training import TrainConfig
 
@@ -220,7 +224,7 @@ def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
 
 
 def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: dict[str, Path], teacher: Path,
-              students: dict[StudentRun, Path]) -> tuple[Any, ...]:
+              students: dict[StudentRun, Path]) -> tuple[EvaluatedModel, ...]:
     from dualist.models import PrefixCache
     from dualist.stages import EvaluatedModel, EvaluationConfig, evaluation_stage
 
@@ -228,7 +232,7 @@ def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: di
     # through those layers once for all of them (a speed setting: results equal within float rounding).
     shared = PrefixCache(prof.student_freeze_layers) if prof.student_freeze_layers else None
 
-    def evaluate(name: str, model: Any) -> Path:
+    def evaluate(name: str, model: Path | DualEncoderConfig | None) -> Path:
         cfg = EvaluationConfig(name=name, model=model, test_candidates=cands["test"], dev_candidates=cands["dev"],
                                train_candidates=cands["train"], rerank_depth=prof.rerank_depth,
                                dev_depth=prof.dev_depth, gap_queries=prof.gap_queries,

@@ -21,7 +21,7 @@ from dualist.stages.inputs import dataset_fingerprint, model_fingerprint
 if TYPE_CHECKING:
     from dualist.evaluation import EvalResult
     from dualist.index import BaseIndex
-    from dualist.models import DualEncoderConfig, PrefixCache
+    from dualist.models import CrossEncoder, DualEncoder, DualEncoderConfig, PrefixCache
 
 __all__ = ["EvaluationConfig", "evaluation_stage", "RERANK_METRICS", "RETRIEVAL_METRICS", "run_rerank",
            "run_retrieve", "run_evaluate"]
@@ -85,7 +85,8 @@ def _fingerprint(dataset: Dataset, config: EvaluationConfig) -> str:
     return fingerprint_obj([config.name, model, *base])
 
 
-def _load(model: Path | DualEncoderConfig | None, prefix_cache: PrefixCache | None) -> Any:
+def _load(model: Path | DualEncoderConfig | None,
+          prefix_cache: PrefixCache | None) -> DualEncoder | CrossEncoder | None:
     from dualist.models import DualEncoder
     from dualist.stages.inputs import load_model
 
@@ -121,7 +122,7 @@ def _evaluate_bm25(dataset: Dataset, config: EvaluationConfig) -> dict[str, Any]
     }
 
 
-def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: Any) -> dict[str, Any]:
+def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncoder | CrossEncoder) -> dict[str, Any]:
     from dualist.data import read_trec_run, write_trec_run
     from dualist.evaluation import encode_corpus, evaluate, rerank, retrieve
     from dualist.models import DualEncoder
@@ -158,8 +159,8 @@ def read_evaluation(path: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- uncached helpers (CLI)
-def run_rerank(model: Any, dataset: Dataset, split: str, candidates: Run, *, depth: int = 100, batch_size: int = 64,
-               out: str | Path | None = None, doc_embeddings: Any = None) -> Run:
+def run_rerank(model: DualEncoder | CrossEncoder, dataset: Dataset, split: str, candidates: Run, *, depth: int = 100,
+               batch_size: int = 64, out: str | Path | None = None, doc_embeddings: Any = None) -> Run:
     """Re-score the top-``depth`` candidates of ``split`` with ``model``; optionally write the run."""
     from dualist.data import write_trec_run
     from dualist.evaluation import rerank
@@ -171,7 +172,7 @@ def run_rerank(model: Any, dataset: Dataset, split: str, candidates: Run, *, dep
     return run
 
 
-def run_retrieve(model: Any, dataset: Dataset, split: str, *, k: int = 100, index: BaseIndex | None = None,
+def run_retrieve(model: DualEncoder, dataset: Dataset, split: str, *, k: int = 100, index: BaseIndex | None = None,
                  batch_size: int = 64, out: str | Path | None = None, doc_embeddings: Any = None) -> Run:
     """Full-corpus retrieval for the queries of ``split``; optionally write the run."""
     from dualist.data import write_trec_run

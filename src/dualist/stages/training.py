@@ -19,7 +19,7 @@ from dualist.stages import markers
 from dualist.stages.inputs import dataset_fingerprint
 
 if TYPE_CHECKING:
-    from dualist.models import CrossEncoderConfig, DualEncoderConfig
+    from dualist.models import CrossEncoder, CrossEncoderConfig, DualEncoder, DualEncoderConfig
     from dualist.training import TrainConfig
 
 __all__ = ["TeacherConfig", "ScoresConfig", "StudentConfig", "teacher_stage", "scores_stage", "student_stage",
@@ -28,7 +28,7 @@ __all__ = ["TeacherConfig", "ScoresConfig", "StudentConfig", "teacher_stage", "s
 logger = logging.getLogger(__name__)
 
 Run = Mapping[str, Mapping[str, float]]
-Probe = Callable[[Any, int], dict[str, Any]]
+Probe = Callable[["DualEncoder | CrossEncoder", int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,8 @@ def _foreign_runs(*paths: Path | None) -> list[dict[str, str]]:
             if p is not None and not markers.marker_path(p).exists()]
 
 
-def _eval_fn(dataset: Dataset, config: TeacherConfig | StudentConfig) -> Callable[[Any], dict[str, float]] | None:
+def _eval_fn(dataset: Dataset,
+             config: TeacherConfig | StudentConfig) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]] | None:
     from dualist.data import read_trec_run
     from dualist.errors import ConfigError
 
@@ -189,7 +190,7 @@ def _eval_fn(dataset: Dataset, config: TeacherConfig | StudentConfig) -> Callabl
 # --------------------------------------------------------------------------- what the trainers call back
 def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 100,
                 metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"), batch_size: int = 64,
-                query_ids: Collection[str] | None = None) -> Callable[[Any], dict[str, float]]:
+                query_ids: Collection[str] | None = None) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]]:
     """An ``eval_fn(model) -> {metric: value}`` that re-ranks ``split``'s candidates (for best-checkpoint choice).
 
     ``query_ids`` restricts it to those queries of ``split`` (e.g. a fixed sample of a large dev set).
@@ -208,7 +209,7 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
         queries = {q: queries[q] for q in sorted(query_ids)}
         qrels = {q: qrels[q] for q in queries}
 
-    def eval_fn(model: Any) -> dict[str, float]:
+    def eval_fn(model: DualEncoder | CrossEncoder) -> dict[str, float]:
         was_training = model.training
         model.eval()
         try:
@@ -228,7 +229,7 @@ def training_probe(dataset: Dataset, qid: str, doc_ids: list[str], labels: list[
     query = dataset.queries[qid]
     texts = [dataset.doc_text(d) for d in doc_ids]
 
-    def probe(model: Any, step: int) -> dict[str, Any]:
+    def probe(model: DualEncoder | CrossEncoder, step: int) -> dict[str, Any]:
         was = model.training
         model.eval()
         try:
