@@ -285,3 +285,18 @@ def test_students_with_frozen_layers_share_them_in_the_evaluation(tiny_beir, tin
         recorded = json.loads((out / f"results/{loss}-s0.json").read_text())["rerank_test"]["mean"]
         assert evaluate(ds.qrels_for("test"), run, ["ndcg@10"]).mean["ndcg@10"] == pytest.approx(
             recorded["ndcg@10"], abs=1e-6)
+
+
+def test_a_retrained_teacher_is_scored_again_rather_than_refused(repro, tmp_path, caplog):
+    """The work folder is repro's own: a changed teacher setting retrains the teacher and re-scores its cache."""
+    import shutil
+
+    src, argv = repro
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    caplog.set_level("INFO")
+    changed = [*argv[:-4], "--override", TINY.replace("teacher_steps=3", "teacher_steps=4"), "--out", str(out),
+               "--losses", "onehot,m3se"]
+    assert main(changed) == 0
+    assert "re-scoring" in caplog.text and "teacher up to date" not in caplog.text
+    assert not (out / "scores/train.teacher.parquet.parts").exists()
