@@ -17,7 +17,7 @@ from dualist.losses import LOSS_LABELS, requires_teacher
 from dualist.report.claims import Claim, paper_claims
 from dualist.report.labels import METRICS, Metric, metric_by_id, model_label
 
-__all__ = ["ModelResults", "Summary", "summarize"]
+__all__ = ["ModelResults", "Summary", "summarize", "table_columns"]
 
 @dataclass(frozen=True)
 class ModelResults:
@@ -85,10 +85,7 @@ class Summary:
         return rows
 
     def columns(self) -> list[str]:
-        labels = [m.label for m in METRICS]
-        if self.seeds > 1:  # mean ± std over seeds: the std sits in the column right after its mean
-            labels = [c for label in labels for c in (label, label + " std")]
-        return ["model", *labels]
+        return table_columns(self.seeds)
 
     def significance(self) -> dict[str, dict[str, float]]:
         """Label -> mean difference and p-value against the one-hot DE (``results.json``'s form)."""
@@ -96,6 +93,14 @@ class Summary:
             return {}
         return {model_label(r.name): {"mean_diff": r.delta, "statistic": r.delta, "p_value": r.p_value}
                 for r in self.comparison.rows if r.p_value is not None}
+
+
+def table_columns(seeds: int) -> list[str]:
+    """The results table's columns: the model, then each figure (and its std over seeds when there are several)."""
+    labels = [m.label for m in METRICS]
+    if seeds > 1:  # mean ± std over seeds: the std sits in the column right after its mean
+        labels = [c for label in labels for c in (label, label + " std")]
+    return ["model", *labels]
 
 
 def summarize(models: Sequence[ModelResults], *, seeds: int, baseline: str = "onehot",

@@ -176,7 +176,19 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
             work / "report")
     logger.info("reproduction finished in %.1f min; report: %s", (time.time() - t_start) / 60,
                 work / "report" / "index.html")
-    return read_json(work / "results.json")
+    results = read_json(work / "results.json")
+    _print_summary(results, work / "report" / "index.html")
+    return results
+
+
+def _print_summary(results: dict[str, Any], report: Path) -> None:
+    """What a finished run says on the console: the results table, the claims and where the report is."""
+    from dualist.report import markdown_table
+    from dualist.report.summary import table_columns
+
+    print(markdown_table(results["rows"], table_columns(results["settings"]["seeds"])))
+    print("\n".join(c["text"] for c in results["claims"]))
+    print(f"report: {report}")
 
 
 def _teacher(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples) -> TeacherConfig:

@@ -49,7 +49,7 @@ class ReportConfig:
 def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Path:
     """Write ``out/index.html``, ``out/report.md`` (with their plots) and ``config.results_path``; returns ``out``."""
     from dualist import __version__
-    from dualist.report import markdown_table, write_report
+    from dualist.report import write_report
     from dualist.report.summary import ModelResults, summarize
 
     out = Path(out)
@@ -77,9 +77,6 @@ def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Pat
         "margins": diagnostics["margin_summary"], "significance": summary.significance(),
         "claims": [c.to_dict() for c in summary.claims], "best_distilled_on_dev": summary.best_on_dev,
         "settings": dict(config.settings), "timings": timings})
-    print(markdown_table(rows, columns))
-    print("\n".join(claims))
-    print(f"report: {out / 'index.html'}")
     return out
 
 
