@@ -15,12 +15,9 @@ where scores tie.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import benchlib as C  # beside this script: Python puts a script's own folder on sys.path
 
 SIDES = ("dualist", "peer")
 

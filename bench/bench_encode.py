@@ -19,28 +19,16 @@ check encodes ``--docs`` documents once per dualist variant: by default a 400-do
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
-
-VARIANTS = ("dualist", "peer", "dualist-hf", "dualist-int8", "dualist-bf16", "dualist-onnx-fp32", "dualist-onnx-int8")
-GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3, "dualist-onnx-int8": 2.0}
-EXACT = ("dualist", "dualist-hf", "dualist-onnx-fp32")  # float32 variants: must give the peer's numbers, not just its ranking
+import benchlib as C  # beside this script: Python puts a script's own folder on sys.path
 
 
 def build_parser():
-    p = C.base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(C.DEFAULT_SCIFACT), help="BEIR folder (SciFact)")
+    p = C.precision_parser(__doc__.split("\n\n")[0], compared="embedding", ndcg="nDCG@10",
+                           max_length_help="document length (tokens)")
     p.add_argument("--docs", type=int, default=400, help="documents of the retrieval check (0: the whole corpus)")
     p.add_argument("--time-docs", type=int, default=128, help="documents encoded per timed repeat (0: --docs)")
-    p.add_argument("--max-length", type=int, default=256, help="document length (tokens)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size on both sides")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
-    p.add_argument("--atol", type=float, default=1e-4, help="max abs embedding difference, dualist fp32 vs peer")
-    p.add_argument("--ndcg-tol", type=float, default=0.005, help="max nDCG@10 change of the reduced-precision variants vs fp32")
     return p
 
 
@@ -136,7 +124,7 @@ def main() -> None:
 
     rows = []
     for v in checked:
-        if v in EXACT:
+        if v in C.FLOAT32_VARIANTS:
             ref = "peer" if "peer" in outputs else "dualist"
             diff = float(np.abs(outputs[v] - outputs[ref]).max())
             ok = diff <= args.atol
@@ -148,7 +136,7 @@ def main() -> None:
             check = (f"nDCG@10 {ndcg[v]:.4f} vs fp32 {fp32 if fp32 is not None else float('nan'):.4f} "
                      f"({'OK' if ok else 'FAIL'} within {args.ndcg_tol:g}, {len(texts)} docs); "
                      f"mean cos to fp32 {cos:.4f}")
-        rows.append(C.Row(f"encode docs, {v}", "docs/s", dps[v], dps.get("peer"), goal=GOALS.get(v),
+        rows.append(C.Row(f"encode docs, {v}", "docs/s", dps[v], dps.get("peer"), goal=C.PRECISION_GOALS.get(v),
                           dualist_rss=rss.get(v), peer_rss=rss.get("peer"), check=check,
                           extra={"check_ok": ok, "ndcg@10": ndcg[v], "times_s": times[v],
                                  "peer_times_s": times.get("peer"),

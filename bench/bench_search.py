@@ -13,12 +13,9 @@ between hits whose scores are within 1e-5, i.e. float rounding of near-ties), sc
 from __future__ import annotations
 
 import gc
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import benchlib as C  # beside this script: Python puts a script's own folder on sys.path
 
 SIDES = ("dualist", "peer")
 

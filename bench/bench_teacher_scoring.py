@@ -23,35 +23,24 @@ it the same way).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
-
-VARIANTS = ("dualist", "peer", "dualist-hf", "dualist-int8", "dualist-bf16", "dualist-onnx-fp32", "dualist-onnx-int8")
-GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3, "dualist-onnx-int8": 2.0}
-EXACT = ("dualist", "dualist-hf", "dualist-onnx-fp32")  # float32 variants: must give the peer's numbers, not just its ranking
+import benchlib as C  # beside this script: Python puts a script's own folder on sys.path
 
 
 def build_parser():
-    p = C.base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(C.DEFAULT_SCIFACT), help="BEIR folder (SciFact)")
+    p = C.precision_parser(__doc__.split("\n\n")[0], compared="logit", ndcg="re-rank nDCG@10",
+                           max_length_help="query + document length (tokens)")
     p.add_argument("--queries", type=int, default=5, help="test queries whose BM25 top-k is scored (0: all)")
     p.add_argument("--time-pairs", type=int, default=256, help="pairs scored per timed repeat (0: all)")
     p.add_argument("--depth", type=int, default=100, help="BM25 candidates per query")
-    p.add_argument("--max-length", type=int, default=256, help="query + document length (tokens)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size on both sides")
     p.add_argument("--teacher", default=None, help="a saved dualist teacher (pooling='cls'); default: a "
                                                     "fresh head on minilm-l6, saved to a temporary folder")
     p.add_argument("--quality-teacher", default=None,
                    help="a trained dualist teacher folder (any pooling) for the reduced-precision re-rank check; "
                         "default: the timed teacher")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
-    p.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference, dualist fp32 vs peer")
-    p.add_argument("--ndcg-tol", type=float, default=0.005, help="max re-rank nDCG@10 change of the reduced-precision variants vs fp32")
     p.add_argument("--pairs-file", default=None, help=__import__("argparse").SUPPRESS)
     return p
 
@@ -153,7 +142,7 @@ def main() -> None:
         "bench_teacher_scoring.py", args, variants, extra=["--pairs-file", str(pairs_file)])
     rows = []
     for v in checked:
-        if v in EXACT:
+        if v in C.FLOAT32_VARIANTS:
             ref = "peer" if "peer" in outputs else "dualist"
             diff = float(np.abs(outputs[v] - outputs[ref]).max())
             ok = diff <= args.atol
@@ -166,7 +155,7 @@ def main() -> None:
             check = (f"re-rank nDCG@10 {ndcgs[v]:.4f} vs fp32 {fp32 if fp32 is not None else float('nan'):.4f} "
                      f"({'OK' if ok else 'FAIL'} within {args.ndcg_tol:g}, {len(pairs)} pairs); "
                      f"Pearson r to fp32 {corr:.4f}")
-        rows.append(C.Row(f"teacher scoring, {v}", "pairs/s", pps[v], pps.get("peer"), goal=GOALS.get(v),
+        rows.append(C.Row(f"teacher scoring, {v}", "pairs/s", pps[v], pps.get("peer"), goal=C.PRECISION_GOALS.get(v),
                           dualist_rss=rss.get(v), peer_rss=rss.get("peer"), check=check,
                           extra={"check_ok": ok, "ndcg@10": ndcgs[v], "times_s": times[v],
                                  "peer_times_s": times.get("peer")}))

@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import benchlib as C  # beside this script: Python puts a script's own folder on sys.path
 
 SIDES = ("dualist", "peer")
 # -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True); -ckpt: dualist gradient_checkpointing=True;

@@ -20,7 +20,7 @@ def _load(name: str):
     return module
 
 
-results, common = _load("results"), _load("_common")
+results, common = _load("results"), _load("benchlib")
 
 MACHINE = {"cpu": "Test CPU", "cores": 2, "torch": "2.13.0", "torch_threads": 2, "python": "3.11",
            "date": "2026-11-25 00:00 UTC", "load_avg_1m_at_start": 0.1, "shared": False}

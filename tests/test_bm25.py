@@ -184,7 +184,7 @@ def _ndcg10(qrels, run) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("name, published", [("scifact", 0.679), ("nfcorpus", 0.322)])
 def test_matches_pyserini_flat_bm25(shared_data, name, published):
-    """Pyserini's BEIR flat BM25 nDCG@10 on test (DESIGN.md §9), within 0.02."""
+    """Pyserini's BEIR flat BM25 nDCG@10 on test (docs/architecture.md §9), within 0.02."""
     ds = load_beir(shared_data / name)
     run = bm25_run(ds, "test", k=100)
     ndcg = _ndcg10(ds.qrels_for("test"), run)

@@ -19,22 +19,74 @@ def run(*argv: str) -> None:
     assert main([*map(str, argv)]) == 0
 
 
+def stage_commands(data: Path, bert: Path, w: Path) -> list[list]:
+    """The CLI pipeline up to the student: candidates, teacher, teacher scores, student."""
+    d = ["--data", str(data)]
+    cands = [["candidates", *d, "--split", split, "--k", 20, "--out", w / f"runs/{split}.bm25.trec"]
+             for split in ("train", "dev", "test")]
+    return [*cands,
+            ["train-teacher", *d, "--candidates", w / "runs/train.bm25.trec", "--dev-split", "dev",
+             "--dev-candidates", w / "runs/dev.bm25.trec", "--dev-depth", 10, "--model", bert,
+             "--max-length", 64, *TRAIN, "--out", w / "models/teacher"],
+            ["score-teacher", *d, "--teacher", _model_dir(w / "models/teacher"), "--candidates",
+             w / "runs/train.bm25.trec", "--depth", 10, "--out", w / "scores/train.teacher.parquet"],
+            ["train-student", *d, "--loss", "m3se", "--teacher-scores", w / "scores/train.teacher.parquet",
+             "--candidates", w / "runs/train.bm25.trec", "--model", bert, "--neg-rank-max", 10, *TRAIN,
+             "--out", w / "models/student-m3se"]]
+
+
 @pytest.fixture(scope="module")
 def pipeline(tiny_beir, tiny_bert, tmp_path_factory):
     w = tmp_path_factory.mktemp("cli")
-    d = ["--data", str(tiny_beir)]
-    for split in ("train", "dev", "test"):
-        run("candidates", *d, "--split", split, "--k", 20, "--out", w / f"runs/{split}.bm25.trec")
-    run("train-teacher", *d, "--candidates", w / "runs/train.bm25.trec", "--dev-split", "dev",
-        "--dev-candidates", w / "runs/dev.bm25.trec", "--dev-depth", 10, "--model", tiny_bert,
-        "--max-length", 64, *TRAIN, "--out", w / "models/teacher")
-    teacher = w / "models/teacher"
-    run("score-teacher", *d, "--teacher", _model_dir(teacher), "--candidates", w / "runs/train.bm25.trec",
-        "--depth", 10, "--out", w / "scores/train.teacher.parquet")
-    run("train-student", *d, "--loss", "m3se", "--teacher-scores", w / "scores/train.teacher.parquet",
-        "--candidates", w / "runs/train.bm25.trec", "--model", tiny_bert, "--neg-rank-max", 10, *TRAIN,
-        "--out", w / "models/student-m3se")
-    return w, d
+    for argv in stage_commands(tiny_beir, tiny_bert, w):
+        run(*argv)
+    return w, ["--data", str(tiny_beir)]
+
+
+def test_rerunning_the_pipeline_skips_every_finished_stage(pipeline, tiny_beir, tiny_bert, caplog):
+    """The CLI's stages are the repro's: a rerun finds each output up to date and rewrites nothing."""
+    w, _ = pipeline
+    outputs = [w / f"runs/{s}.bm25.trec" for s in ("train", "dev", "test")] + [
+        w / "models/teacher", w / "scores/train.teacher.parquet", w / "models/student-m3se"]
+    stamps = {p: p.stat().st_mtime_ns for p in outputs}
+    markers = {p: (p / ".done.json" if p.is_dir() else p.with_name(p.name + ".done.json")) for p in outputs}
+    marks = {p: m.stat().st_mtime_ns for p, m in markers.items() if m.exists()}
+    assert set(marks) == set(outputs) - {w / "scores/train.teacher.parquet"}  # the score cache checks itself
+    caplog.set_level("INFO")
+    for argv in stage_commands(tiny_beir, tiny_bert, w):
+        run(*argv)
+    assert caplog.text.count("candidates up to date") == 3
+    assert "teacher up to date" in caplog.text and "teacher scores up to date" in caplog.text
+    assert "student m3se (seed 42) up to date" in caplog.text
+    assert {p: m.stat().st_mtime_ns for p, m in markers.items() if m.exists()} == marks
+    assert (w / "scores/train.teacher.parquet").stat().st_mtime_ns == stamps[w / "scores/train.teacher.parquet"]
+
+
+def test_a_changed_setting_retrains_the_student_only(pipeline, tiny_beir, tiny_bert, tmp_path, caplog, capsys):
+    """A finished student rerun with another setting is refused, as any run made with other settings is
+    (resuming is the default), and left as it was; --no-resume retrains it, and only it."""
+    import shutil
+
+    w, _ = pipeline
+    copy = tmp_path / "w"
+    shutil.copytree(w, copy)
+    *_, teacher, _, student = stage_commands(tiny_beir, tiny_bert, copy)
+    marker = copy / "models/student-m3se/.done.json"
+    before = marker.stat().st_mtime_ns
+    caplog.set_level("INFO")
+    run(*teacher)
+    assert "teacher up to date" in caplog.text
+    capsys.readouterr()
+    assert main([*map(str, student), "--lr", "1e-4"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "--no-resume" in err, err
+    assert marker.stat().st_mtime_ns == before
+    run(*student)  # the earlier settings still find their finished run
+    assert "student m3se (seed 42) up to date" in caplog.text
+    caplog.clear()
+    run(*student, "--lr", "1e-4", "--no-resume")
+    assert "student m3se (seed 42) up to date" not in caplog.text
+    assert marker.stat().st_mtime_ns > before
 
 
 def _model_dir(out: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import dualist.models._common as common_module
+import dualist.models.precision as common_module
 from dualist.models.cpu import cpu_features
 
 
@@ -23,7 +23,7 @@ def test_an_uncapped_avx512_cpu_reports_its_features(avx512_cpu):
     f = cpu_features()
     assert (f.capability, f.vnni, f.bf16, f.capped) == ("AVX512", True, True, False)
     assert f.describe() == "AVX512 vnni bf16"
-    assert common_module.full_range_int8() and common_module._native_cpu_bf16()
+    assert common_module.full_range_int8() and common_module.native_cpu_bf16()
 
 
 @pytest.mark.parametrize("env", [{"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"},
@@ -35,7 +35,7 @@ def test_a_cap_below_avx512_turns_vnni_and_bf16_off(avx512_cpu, monkeypatch, env
     assert (f.capability, f.vnni, f.bf16, f.capped) == ("AVX2", False, False, True)
     assert f.describe().endswith("(capped)")
     # the reduced-precision copies then choose as on an AVX2-only CPU
-    assert not common_module.full_range_int8() and not common_module._native_cpu_bf16()
+    assert not common_module.full_range_int8() and not common_module.native_cpu_bf16()
 
 
 @pytest.mark.parametrize("isa", ["ALL", "AVX512_CORE_VNNI", "AVX512_CORE_AMX"])
@@ -49,7 +49,7 @@ def test_an_avx2_only_cpu_gets_seven_bit_int8_and_no_bf16_layers(monkeypatch, ti
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     from dualist.models import DualEncoder
-    from dualist.models._common import Bf16Linear
+    from dualist.models.precision import Bf16Linear
 
     low = DualEncoder(model=str(tiny_bert)).quantized("int8")
     mods = list(low.doc_model.modules())

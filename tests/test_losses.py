@@ -1,7 +1,7 @@
 """Values of every loss on tiny hand-made tensors, checked against formulas written out in numpy.
 
 The expected values never come from dualist's own code: each is written out from the formula in
-DESIGN.md §3 (or by hand), so a wrong implementation cannot agree with itself.
+docs/architecture.md §3 (or by hand), so a wrong implementation cannot agree with itself.
 """
 
 from __future__ import annotations

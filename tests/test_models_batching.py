@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dualist.models import _common
-from dualist.models._common import Collector, length_sorted_batches, mean_pool
+from dualist.models import batching
+from dualist.models.batching import Collector, length_sorted_batches
+from dualist.models.pooling import mean_pool
 
 
 def _tokenize_fake(lengths):
@@ -18,7 +19,7 @@ def _tokenize_fake(lengths):
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])  # meta stands in for an accelerator (prefetch thread)
 def test_batches_cover_every_index_once_with_tight_padding(monkeypatch, device):
-    monkeypatch.setattr(_common, "TOKENIZE_CHUNK", 8)
+    monkeypatch.setattr(batching, "TOKENIZE_CHUNK", 8)
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 30, size=29).tolist()
     seen = []
@@ -56,5 +57,5 @@ def test_encode_across_tokenize_chunks(monkeypatch, tiny_bert):
     model = DualEncoder(model=str(tiny_bert), doc_max_length=64)
     texts = [" ".join(["protein"] * (i % 9 + 1) + ["cancer"] * (i % 4)) for i in range(25)]
     whole = model.encode_docs(texts, batch_size=4)
-    monkeypatch.setattr(_common, "TOKENIZE_CHUNK", 6)
+    monkeypatch.setattr(batching, "TOKENIZE_CHUNK", 6)
     np.testing.assert_allclose(model.encode_docs(texts, batch_size=4), whole, atol=1e-6)

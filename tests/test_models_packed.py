@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-import dualist.models._common as common_module
+import dualist.models.precision as common_module
 import dualist.models.cross_encoder as ce_module
 import dualist.models.dual_encoder as de_module
 from dualist.models import CrossEncoder, DualEncoder
@@ -135,7 +135,7 @@ def test_onednn_asked_for_where_torch_has_none_is_refused(body, monkeypatch):
 def test_onednn_path_only_for_plain_float32_bert_layers(tiny_bert):
     from transformers import AutoConfig
 
-    from dualist.models._common import reduced_precision
+    from dualist.models.precision import reduced_precision
     from dualist.training.lean_activations import enable_lean_activations
 
     body = AutoModel.from_pretrained(str(tiny_bert)).eval()
@@ -310,7 +310,7 @@ def test_packed_minilm_matches_hugging_face_on_real_weights():
 @pytest.mark.parametrize("dtype,full_range", [("int8", True), ("int8", False), ("bf16", None)])
 def test_cross_encoder_reduced_precision_copies_pack_with_a_cls_head(tiny_bert, monkeypatch, dtype, full_range):
     # int8 copies keep bf16 down-projections where the CPU has bf16; that must not turn packing off
-    monkeypatch.setattr(common_module, "_native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(common_module, "native_cpu_bf16", lambda: True)
     if full_range is not None:  # 8-bit activations (VNNI CPUs) and 7-bit ones (AVX2: no VNNI)
         if full_range and not cpu_features().vnni:
             pytest.skip("full-range int8 saturates without VNNI; this CPU runs the 7-bit case only")

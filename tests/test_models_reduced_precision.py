@@ -12,7 +12,7 @@ import torch
 
 from dualist.errors import ConfigError, DualistError
 from dualist.models import CrossEncoder, DualEncoder
-from dualist.models._common import Float32Head
+from dualist.models.precision import Float32Head
 from dualist.testing import TOPICS
 
 
@@ -140,7 +140,7 @@ def test_onnx_copy_without_onnxruntime_says_what_to_install(tiny_bert, monkeypat
 
 
 def test_reduced_precision_refuses_onnx(tiny_bert):
-    from dualist.models._common import reduced_precision
+    from dualist.models.precision import reduced_precision
 
     with pytest.raises(ConfigError, match="quantized"):
         reduced_precision(DualEncoder(model=str(tiny_bert)).query_model, "onnx-int8")
@@ -162,7 +162,7 @@ def test_onnx_body_threads_default_to_torch_and_can_be_set(tiny_bert, needs_onnx
 def test_int8_splits_off_outlier_channels(monkeypatch):
     """A few input channels far larger than the rest are multiplied in float32 (LLM.int8-style), so
     they no longer set the quantization step of every other channel."""
-    import dualist.models._common as common
+    import dualist.models.precision as common
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 64))
@@ -180,13 +180,13 @@ def test_int8_splits_off_outlier_channels(monkeypatch):
 
 
 def test_int8_keeps_down_projections_out_of_int8():
-    from dualist.models._common import Bf16Linear, _native_cpu_bf16, reduced_precision
+    from dualist.models.precision import Bf16Linear, native_cpu_bf16, reduced_precision
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8),
                                 torch.nn.Linear(8, 1))
     low = reduced_precision(copy.deepcopy(model), "int8")
     assert hasattr(low[0], "float_weight")  # up-projection: int8
-    assert isinstance(low[2], Bf16Linear if _native_cpu_bf16() else torch.nn.Linear)  # down-projection
+    assert isinstance(low[2], Bf16Linear if native_cpu_bf16() else torch.nn.Linear)  # down-projection
     assert isinstance(low[3], torch.nn.Linear) and low[3].weight.dtype == torch.float32  # 1-output head
     x = torch.randn(4, 8)
     with torch.no_grad():

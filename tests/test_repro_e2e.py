@@ -36,8 +36,11 @@ def test_report_has_every_row_and_plot(repro):
     assert html.count("data:image/png;base64,") >= 4  # gap, distributions, margins, evolution
     assert (out / "report/report.md").exists()
     assert res["timings"]["total"] > 0 and res["version"]
-    assert len(res["claims"]) == 4  # one paragraph each, not run together
-    assert html.count("<p>SUPPORTED: ") + html.count("<p>NOT SUPPORTED: ") == len(res["claims"])
+    assert [c["id"] for c in res["claims"]] == ["teacher_beats_onehot", "m3se_closes_half_gap", "m3se_beats_onehot",
+                                                "best_distilled_beats_baselines"]
+    for claim in res["claims"]:  # each rendered as its own paragraph, from its own figures
+        assert isinstance(claim["supported"], bool) and claim["figures"]
+        assert f"<p>{claim['text']}</p>" in html.replace("&#x27;", "'")
     # hubness of every retrieval run (BM25 and the dual-encoders), none for the cross-encoder
     hub = {r["model"]: (r["top-10 distinct docs"], r["top-10 max occurrence"]) for r in res["rows"]}
     assert hub["CA teacher"] == (None, None)
@@ -152,44 +155,54 @@ def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(t
     probe = json.loads((out / "models/student-onehot-s13/probes.jsonl").read_text().splitlines()[0])
     assert probe["query_id"] in scored
     # --record keeps the overrides, so --check reruns the same condition
-    entry = yaml.safe_load(matrix.read_text())["entries"][0]
+    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick"]
     assert entry["override"] == override.split(",") and entry["profile"] == "quick"
+    assert entry["losses"] == ["onehot", "kl"] and "--losses onehot,kl --override " in entry["command"]
     assert entry["wall_minutes"] >= 0 and "resumed_run_minutes" not in entry and not res["settings"]["resumed work folder"]
     # recorded again from the now finished folder: its minutes are not a fresh run's
     assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
                  "--losses", "onehot,kl", "--out", str(out), "--record", "--matrix", str(matrix)]) == 0
-    entry = yaml.safe_load(matrix.read_text())["entries"][0]
+    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick"]
     assert "wall_minutes" not in entry and entry["resumed_run_minutes"] >= 0
-    assert entry["expected"]["DE one-hot"]["re-rank nDCG@10"] == pytest.approx(
+    assert entry["expected"]["onehot"]["rerank.ndcg@10"] == pytest.approx(
         next(r for r in res["rows"] if r["model"] == "DE one-hot")["re-rank nDCG@10"], abs=1e-4)
 
 
 def test_claims_say_when_there_is_no_gap_to_close_and_which_way_a_difference_goes():
-    from dualist.repro.pipeline import _claims
+    from dualist.evaluation import Comparison, ComparisonRow
+    from dualist.report.claims import paper_claims
 
-    def rows(teacher, onehot, m3se):
-        common = {"retrieval nDCG@10": 0.1, "dev nDCG@10": 0.2}
-        return [{"model": "BM25", "re-rank nDCG@10": 0.3, **common},
-                {"model": "DE zero-shot", "re-rank nDCG@10": 0.2, **common},
-                {"model": "CA teacher", "re-rank nDCG@10": teacher, **common},
-                {"model": "DE one-hot", "re-rank nDCG@10": onehot, **common},
-                {"model": "DE + M3SE", "re-rank nDCG@10": m3se, **common}]
+    def table(teacher, onehot, m3se):
+        common = {"retrieval.ndcg@10": 0.1, "dev.ndcg@10": 0.2}
+        return {"bm25": {"rerank.ndcg@10": 0.3, **common}, "zeroshot": {"rerank.ndcg@10": 0.2, **common},
+                "teacher": {"rerank.ndcg@10": teacher, **common}, "onehot": {"rerank.ndcg@10": onehot, **common},
+                "m3se": {"rerank.ndcg@10": m3se, **common}}
 
-    sig = {"DE + M3SE": {"mean_diff": -0.036, "p_value": 0.0001}}
-    below = _claims(rows(0.137, 0.200, 0.164), {}, ["onehot", "m3se"], [0], sig)
-    assert below[0].startswith("NOT SUPPORTED: teacher beats")
-    assert "no gap to close" in below[1] and "nan" not in below[1]
-    assert below[2].startswith("NOT SUPPORTED") and "M3SE - one-hot = -0.036" in below[2]
-    assert "p = 0.0001" in below[2]  # as the significance table writes it, not rounded to 0.000
-    above = _claims(rows(0.6, 0.5, 0.56), {}, ["onehot", "m3se"], [0],
-                    {"DE + M3SE": {"mean_diff": 0.06, "p_value": 0.01}})
-    assert above[1].startswith("SUPPORTED") and "closes 60%" in above[1]
-    assert above[2].startswith("SUPPORTED")
+    def versus_onehot(diff, p):
+        rows = [ComparisonRow("onehot", 0.5, 0.0, None, False), ComparisonRow("m3se", 0.5 + diff, diff, p, p < 0.05)]
+        return Comparison("ndcg@10", "onehot", "permutation", 0.05, rows)
+
+    below = {c.id: c for c in paper_claims(table(0.137, 0.200, 0.164), versus_onehot(-0.036, 0.0001), "m3se", 1)}
+    assert not below["teacher_beats_onehot"].supported
+    assert below["teacher_beats_onehot"].text.startswith("NOT SUPPORTED: teacher beats")
+    gap = below["m3se_closes_half_gap"]
+    assert not gap.supported and gap.figures["closed"] is None
+    assert "no gap to close" in gap.text and "nan" not in gap.text
+    beats = below["m3se_beats_onehot"]
+    assert not beats.supported and beats.figures["diff"] == -0.036 and beats.figures["p_value"] == 0.0001
+    assert "M3SE - one-hot = -0.036" in beats.text
+    assert "p = 0.0001" in beats.text  # as the significance table writes it, not rounded to 0.000
+    assert not below["best_distilled_beats_baselines"].supported
+    above = {c.id: c for c in paper_claims(table(0.6, 0.5, 0.56), versus_onehot(0.06, 0.01), "m3se", 1)}
+    assert above["m3se_closes_half_gap"].supported and above["m3se_closes_half_gap"].figures["closed"] == \
+        pytest.approx(0.6)
+    assert "closes 60%" in above["m3se_closes_half_gap"].text
+    assert above["m3se_beats_onehot"].supported
     # a difference that rounds to nothing reads as zero, not as a signed "-0"
-    level = _claims(rows(0.678, 0.607, 0.6068), {}, ["onehot", "m3se"], [0],
-                    {"DE + M3SE": {"mean_diff": -0.0001, "p_value": 0.996}})
-    assert "closes 0%" in level[1] and "M3SE - one-hot = 0.000" in level[2]
-    assert "-0" not in level[1] + level[2]
+    level = {c.id: c for c in paper_claims(table(0.678, 0.607, 0.6068), versus_onehot(-0.0001, 0.996), "m3se", 1)}
+    assert "closes 0%" in level["m3se_closes_half_gap"].text
+    assert "M3SE - one-hot = 0.000" in level["m3se_beats_onehot"].text
+    assert "-0" not in level["m3se_closes_half_gap"].text + level["m3se_beats_onehot"].text
 
 
 def test_stage_replaced_by_a_killed_run_with_other_settings_is_redone(repro, tmp_path, monkeypatch, caplog):
@@ -237,23 +250,23 @@ def test_evaluation_rewritten_by_a_killed_run_with_other_settings_is_redone(repr
     marker; depth 10 again must evaluate again, not hand back the depth-5 figures under the old marker."""
     import shutil
 
-    import dualist.stages
+    import dualist.stages.markers
 
     src, argv = repro
     out = tmp_path / "copy"
     shutil.copytree(src, out)
     argv = [*argv[:-1], str(out)]
-    real_mark = dualist.stages.mark_done
+    real_mark = dualist.stages.markers.mark_done
 
     def die_before_results_marker(path, *args, **kwargs):
         if Path(path).parent.name == "results":
             raise KeyboardInterrupt
         return real_mark(path, *args, **kwargs)
 
-    monkeypatch.setattr(dualist.stages, "mark_done", die_before_results_marker)
+    monkeypatch.setattr(dualist.stages.markers, "mark_done", die_before_results_marker)
     assert main([*argv[:-4], "--override", TINY.replace("rerank_depth=10", "rerank_depth=2"), *argv[-2:]]) == 130
     shallow = json.loads((out / "results/bm25.json").read_text())["rerank_test"]
-    monkeypatch.setattr(dualist.stages, "mark_done", real_mark)
+    monkeypatch.setattr(dualist.stages.markers, "mark_done", real_mark)
     assert main([*argv, "--losses", "onehot"]) == 0
     again = json.loads((out / "results/bm25.json").read_text())["rerank_test"]
     assert again == json.loads((src / "results/bm25.json").read_text())["rerank_test"]
@@ -347,3 +360,18 @@ def test_mined_negatives_replace_the_bm25_candidates_of_teacher_scoring_and_stud
     scores = TeacherScores.load(out / "scores" / "train.teacher.parquet").as_dict()
     negatives = {(q, d) for q, docs in scores.items() for d in docs if train_qrels[q].get(d, 0) <= 0}
     assert negatives and all(d in mined[q] for q, d in negatives)  # the teacher scored mined candidates only
+
+
+def test_a_retrained_teacher_is_scored_again_rather_than_refused(repro, tmp_path, caplog):
+    """The work folder is repro's own: a changed teacher setting retrains the teacher and re-scores its cache."""
+    import shutil
+
+    src, argv = repro
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    caplog.set_level("INFO")
+    changed = [*argv[:-4], "--override", TINY.replace("teacher_steps=3", "teacher_steps=4"), "--out", str(out),
+               "--losses", "onehot,m3se"]
+    assert main(changed) == 0
+    assert "re-scoring" in caplog.text and "teacher up to date" not in caplog.text
+    assert not (out / "scores/train.teacher.parquet.parts").exists()

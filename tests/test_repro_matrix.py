@@ -13,21 +13,36 @@ from tests.test_repro_e2e import TINY
 
 
 def test_compare_rows_flags_missing_and_out_of_tolerance():
-    rows = [{"model": "BM25", "re-rank nDCG@10": 0.50}, {"model": "DE + M3SE", "re-rank nDCG@10": 0.40}]
-    expected = {"BM25": {"re-rank nDCG@10": 0.51}, "DE + M3SE": {"re-rank nDCG@10": 0.45},
-                "CA teacher": {"re-rank nDCG@10": 0.6}}
+    rows = [{"id": "bm25", "model": "BM25", "re-rank nDCG@10": 0.50},
+            {"id": "m3se", "model": "DE + M3SE", "re-rank nDCG@10": 0.40}]
+    expected = {"bm25": {"rerank.ndcg@10": 0.51}, "m3se": {"rerank.ndcg@10": 0.45}, "teacher": {"rerank.ndcg@10": 0.6}}
     got = {(m, c): ok for m, c, _, _, ok in compare_rows(rows, expected, 0.02)}
-    assert got == {("BM25", "re-rank nDCG@10"): True, ("DE + M3SE", "re-rank nDCG@10"): False,
-                   ("CA teacher", "re-rank nDCG@10"): False}
+    assert got == {("bm25", "rerank.ndcg@10"): True, ("m3se", "rerank.ndcg@10"): False,
+                   ("teacher", "rerank.ndcg@10"): False}
 
 
 def test_packaged_matrix_is_valid_and_renders():
+    from dualist.report.labels import model_label
+    from dualist.repro.matrix import condition_command, condition_id
+
     matrix = load_matrix(MATRIX_PATH)
-    assert matrix["entries"]
+    assert matrix["conditions"]
     table = print_table(MATRIX_PATH)
-    for entry in matrix["entries"]:
-        for model in entry["expected"]:
-            assert model in table
+    for cid, cond in matrix["conditions"].items():
+        assert cid == condition_id(cond["dataset"], cond["profile"])
+        assert cond["command"] == condition_command(cond)  # the command that reproduces it, kept in step
+        for model in cond["expected"]:
+            assert model_label(model) in table
+
+
+def test_a_matrix_keyed_by_labels_is_refused(tmp_path):
+    from dualist.errors import ConfigError
+
+    bad = tmp_path / "m.yaml"
+    bad.write_text(yaml.safe_dump({"conditions": {"x-quick": {"dataset": "x", "profile": "quick", "command": "c",
+                                                              "expected": {"DE + M3SE": {"rerank.ndcg@10": 0.5}}}}}))
+    with pytest.raises(ConfigError, match="unknown model id 'DE \\+ M3SE'"):
+        load_matrix(bad)
 
 
 def test_check_reruns_and_reports(repro_matrix, capsys):
@@ -40,7 +55,7 @@ def test_check_reruns_and_reports(repro_matrix, capsys):
 def test_check_fails_when_a_figure_moves(repro_matrix, tmp_path):
     path, out = repro_matrix
     data = yaml.safe_load(path.read_text())
-    data["entries"][0]["expected"]["BM25"]["re-rank nDCG@10"] += 0.5
+    next(iter(data["conditions"].values()))["expected"]["bm25"]["rerank.ndcg@10"] += 0.5
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(SystemExit) as exc:
@@ -56,11 +71,11 @@ def repro_matrix(tiny_beir, tiny_bert, tmp_path_factory):
             "--losses", "onehot,m3se", "--out", str(out / f"{tiny_beir.name}-quick")]
     assert main(args) == 0
     rows = json.loads((out / f"{tiny_beir.name}-quick" / "results.json").read_text())["rows"]
-    expected = {r["model"]: {"re-rank nDCG@10": round(r["re-rank nDCG@10"], 4)} for r in rows}
+    expected = {r["id"]: {"rerank.ndcg@10": round(r["re-rank nDCG@10"], 4)} for r in rows}
     path = out / "matrix.yaml"
-    path.write_text(yaml.safe_dump({"tolerance": 0.001, "entries": [
-        {"dataset": str(tiny_beir), "profile": "quick", "model": str(tiny_bert), "override": TINY.split(","),
-         "losses": ["onehot", "m3se"], "expected": expected}]}))
+    path.write_text(yaml.safe_dump({"tolerance": 0.001, "conditions": {f"{tiny_beir.name}-quick": {
+        "dataset": str(tiny_beir), "profile": "quick", "model": str(tiny_bert), "override": TINY.split(","),
+        "losses": ["onehot", "m3se"], "command": "(the fixture's)", "expected": expected}}}))
     return path, out
 
 

@@ -31,38 +31,42 @@ def test_dev_eval_fn_on_a_sample_of_queries_scores_those_queries_only(tiny_beir,
 
 def test_candidates_are_the_same_when_computed_and_when_resumed(tiny_beir, tmp_path):
     """A query BM25 finds nothing for must not be in the first run and missing from the resumed one."""
-    from dualist.stages import run_candidates
+    from dualist.data import read_trec_run
+    from dualist.stages import CandidatesConfig, candidates_stage
 
     ds = load_beir(tiny_beir)
     lost = sorted(ds.queries_for("dev"))[0]
     ds.queries[lost] = "zzzunknownword qqqnothing"  # no term of it is in the corpus
-    first = run_candidates(ds, "dev", tmp_path / "dev.trec", k=5)
-    again = run_candidates(ds, "dev", tmp_path / "dev.trec", k=5)
+    first = read_trec_run(candidates_stage(ds, CandidatesConfig("dev", k=5), tmp_path / "dev.trec"))
+    again = read_trec_run(candidates_stage(ds, CandidatesConfig("dev", k=5), tmp_path / "dev.trec"))
     assert lost not in first and first == again
     assert len(first) == len(ds.queries_for("dev")) - 1
 
 
 def test_candidates_replaced_by_an_unfinished_run_are_not_taken_as_done(tiny_beir, tmp_path, monkeypatch):
     """k=5 finished, then a k=3 run rewrote the file and was killed before its marker: k=5 must recompute."""
-    import dualist.data
+    import dualist.data.trec
     from dualist.data import read_trec_run
-    from dualist.stages import run_candidates
+    from dualist.stages import CandidatesConfig, candidates_stage
+
+    def run_candidates(k):
+        return read_trec_run(candidates_stage(ds, CandidatesConfig("dev", k=k), out))
 
     ds = load_beir(tiny_beir)
     out = tmp_path / "dev.trec"
-    first = run_candidates(ds, "dev", out, k=5)
-    real_write = dualist.data.write_trec_run
+    first = run_candidates(5)
+    real_write = dualist.data.trec.write_trec_run
 
     def write_then_die(*args, **kwargs):
         real_write(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dualist.data, "write_trec_run", write_then_die)
+    monkeypatch.setattr(dualist.data.trec, "write_trec_run", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        run_candidates(ds, "dev", out, k=3)
-    monkeypatch.setattr(dualist.data, "write_trec_run", real_write)
+        run_candidates(3)
+    monkeypatch.setattr(dualist.data.trec, "write_trec_run", real_write)
     assert max(len(docs) for docs in read_trec_run(out).values()) == 3  # the killed run's output
-    assert run_candidates(ds, "dev", out, k=5) == first
+    assert run_candidates(5) == first
 
 
 def test_train_qrels_replace_the_training_judgements_and_are_found_where_a_dataset_ships_them(tiny_beir, tmp_path):

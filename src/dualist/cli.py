@@ -3,6 +3,10 @@
 Every subcommand takes ``--config FILE.yaml`` plus flags (flags win), explains itself in ``--help``
 and writes its resolved config next to its outputs (``config.yaml`` in an output folder, or
 ``<file>.config.yaml`` beside an output file), ready to be passed back with ``--config``.
+
+The handlers only parse, check what enters, build a stage config and call :mod:`dualist.stages` (or
+the library for the uncached commands: index, search, rerank, evaluate). Most of this module's length
+is the argument dataclasses, one per subcommand, whose fields are the ``--help`` text.
 """
 
 from __future__ import annotations
@@ -16,17 +20,24 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
 from dualist import _checks as check
 from dualist.config import add_config_args, config_from_args, load_yaml, opt, to_dict
 from dualist.errors import ConfigError, DataError, DualistError
+from dualist.losses import LossName
+
+if TYPE_CHECKING:
+    from dualist.data import Dataset
 
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("dualist")
+
+A = TypeVar("A")
+T = TypeVar("T", bound="TrainingArgs")
 
 # Subcommands that keep finished work when interrupted and continue it when rerun.
 RESUMABLE = ("train-teacher", "score-teacher", "train-student", "repro")
@@ -88,17 +99,24 @@ class MineArgs:
 
 
 @dataclass
-class TeacherArgs:
+class TrainingArgs:
+    """What the teacher and student subcommands share: the training split, its candidates, model selection."""
+
     split: str = opt("train", "training split")
     candidates: str = opt("", "TREC run of BM25 candidates for the training queries (negatives come from it)")
     dev_split: str = opt("", "split to evaluate on each epoch and pick the best checkpoint (empty = none)")
     dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
     dev_depth: int = opt(100, "re-rank depth for dev evaluation")
-    out: str = opt("", "output folder, e.g. models/teacher")
+    out: str = opt("", "output folder, e.g. models/teacher or models/student-m3se")
     resume: bool = opt(True, RESUME_HELP)
 
     def __post_init__(self) -> None:
         check.at_least(self, 1, "dev_depth")
+
+
+@dataclass
+class TeacherArgs(TrainingArgs):
+    pass
 
 
 @dataclass
@@ -121,21 +139,11 @@ class ScoreArgs:
 
 
 @dataclass
-class StudentArgs:
-    split: str = opt("train", "training split")
-    candidates: str = opt("", "TREC run of BM25 candidates for the training queries (negatives come from it)")
-    loss: Literal["onehot", "mse", "margin_mse", "kl", "rankdistil", "m3se"] = opt(
+class StudentArgs(TrainingArgs):
+    loss: LossName = opt(
         "m3se", "training loss: one-hot softmax CE, or distillation from the teacher scores")
     loss_args: list[str] = opt([], "loss keyword arguments as key=value pairs, e.g. temperature=2")
     teacher_scores: str = opt("", "teacher score cache (from 'dualist score-teacher'); needed by distillation losses")
-    dev_split: str = opt("", "split to evaluate on each epoch and pick the best checkpoint (empty = none)")
-    dev_candidates: str = opt("", "TREC run for the dev split (re-ranked for model selection)")
-    dev_depth: int = opt(100, "re-rank depth for dev evaluation")
-    out: str = opt("", "output folder, e.g. models/student-m3se")
-    resume: bool = opt(True, RESUME_HELP)
-
-    def __post_init__(self) -> None:
-        check.at_least(self, 1, "dev_depth")
 
 
 @dataclass
@@ -225,9 +233,8 @@ def _write_resolved(out: str | Path, sections: dict[str, Any]) -> Path:
     return path
 
 
-def _dataset(d: DataArgs) -> Any:
-    from dualist.repro.pipeline import resolve_dataset
-    from dualist.stages import load_dataset
+def _dataset(d: DataArgs) -> Dataset:
+    from dualist.stages import load_dataset, resolve_dataset
 
     data = resolve_dataset(_need(d.data, "--data", "a BEIR folder or dataset name"))  # $DUALIST_DATA_ROOT/<name>
     train_qrels = check.input_file(d.train_qrels, "--train-qrels", "a qrels file") if d.train_qrels else None
@@ -329,110 +336,132 @@ def _resolved_config_kept(out: Path, sections: dict[str, Any]) -> Any:
 
 
 # --------------------------------------------------------------------------- subcommands
-def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.stages import run_candidates
+def _command_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[A], what: str, *, folder: bool = False,
+                    checks: Any = None) -> tuple[DataArgs, A, Path, Dataset]:
+    """The opening the subcommands share: their data and own arguments, their checked --out (a file, or
+    with ``folder`` a folder), then ``checks(args)`` (what can fail before any loading), then the dataset."""
+    d = config_from_args(DataArgs, ns, cfg)
+    a = config_from_args(args_cls, ns, cfg)
+    out = _need(a.out, "--out", what)  # type: ignore[attr-defined]
+    out_path = check.output_dir(out) if folder else check.output_file(out)
+    if checks is not None:
+        checks(a)
+    return d, a, out_path, _dataset(d)
+
+
+def _training_inputs(ns: argparse.Namespace, cfg: dict, args_cls: type[T], model_cls: type, what: str, *,
+                     checks: Any = None) -> tuple[DataArgs, T, dict[str, Any], Path, Dataset, dict[str, Any]]:
+    """What the teacher and student subcommands share: their arguments, the fields of their stage config
+    (model, training, split, candidates, model selection, resume), their --out, the dataset, and the
+    sections of their resolved config (written once the trainer ran, see :func:`_resolved_config_kept`).
+    The candidate runs are checked here: they exist and hold queries of their split."""
+    from dualist.training import TrainConfig
 
     d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(CandidatesArgs, ns, cfg)
-    out = check.output_file(_need(a.out, "--out", "the TREC run file to write"))
+    a = config_from_args(args_cls, ns, cfg)
+    m = config_from_args(model_cls, ns, cfg, section="model")
+    t = config_from_args(TrainConfig, ns, cfg, section="train")
+    out = check.output_dir(_need(a.out, "--out", what))
+    if checks is not None:
+        checks(a)
     ds = _dataset(d)
-    run = run_candidates(ds, a.split, out, k=a.k, k1=a.k1, b=a.b)
+    _read_run(a.candidates, "--candidates", ds, a.split)
+    dev = None
+    if a.dev_split:
+        _read_run(a.dev_candidates, "--dev-candidates", ds, a.dev_split)
+        dev = Path(a.dev_candidates)
+    fields = {"model": m, "train": t, "split": a.split, "dev_split": a.dev_split, "dev_candidates": dev,
+              "candidates": Path(a.candidates), "dev_depth": a.dev_depth, "resume": a.resume}
+    return d, a, fields, out, ds, {"data": d, "args": a, "model": m, "train": t}
+
+
+def cmd_candidates(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.data import read_trec_run
+    from dualist.stages import CandidatesConfig, candidates_stage
+
+    d, a, out, ds = _command_inputs(ns, cfg, CandidatesArgs, "the TREC run file to write")
+    candidates_stage(ds, CandidatesConfig(split=a.split, k=a.k, k1=a.k1, b=a.b), out)
     _write_resolved(out, {"data": d, "args": a})
-    print(f"wrote {out}: {len(run)} queries, top-{a.k} BM25")
+    print(f"wrote {out}: {len(read_trec_run(out))} queries, top-{a.k} BM25")
 
 
 def cmd_mine(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.stages import run_mining
+    from dualist.data import read_trec_run
+    from dualist.stages import MineConfig, mine_stage
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(MineArgs, ns, cfg)
-    out = _need(a.out, "--out", "the TREC run file to write")
-    if a.k < 1:
-        raise ConfigError(f"--k must be >= 1, got {a.k}")
-    ds = _dataset(d)
-    run = run_mining(ds, a.split, out, model=a.model, teacher=a.teacher or None, k=a.k, margin=a.margin,
-                     batch_size=a.batch_size)
+    def checks(a: MineArgs) -> None:
+        if a.k < 1:
+            raise ConfigError(f"--k must be >= 1, got {a.k}")
+
+    d, a, out, ds = _command_inputs(ns, cfg, MineArgs, "the TREC run file to write", checks=checks)
+    mine_stage(ds, MineConfig(model=a.model, split=a.split, teacher=Path(a.teacher) if a.teacher else None, k=a.k,
+                              margin=a.margin, batch_size=a.batch_size), out)
     _write_resolved(out, {"data": d, "args": a})
-    print(f"wrote {out}: {len(run)} queries, dense top-{a.k} without judged documents"
+    print(f"wrote {out}: {len(read_trec_run(out))} queries, dense top-{a.k} without judged documents"
           + (", denoised by the teacher" if a.teacher else ""))
 
 
 def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.models import CrossEncoderConfig
-    from dualist.stages import dev_eval_fn
-    from dualist.training import TrainConfig, train_teacher
+    from dualist.stages import TeacherConfig, teacher_stage
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(TeacherArgs, ns, cfg)
-    m = config_from_args(CrossEncoderConfig, ns, cfg, section="model")
-    t = config_from_args(TrainConfig, ns, cfg, section="train")
-    out = check.output_dir(_need(a.out, "--out", "the folder to write the teacher to"))
-    ds = _dataset(d)
-    cands = _read_run(a.candidates, "--candidates", ds, a.split)
-    eval_fn = None
-    if a.dev_split:
-        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates", ds, a.dev_split),
-                              depth=a.dev_depth)
-    with _resolved_config_kept(out, {"data": d, "args": a, "model": m, "train": t}):
-        path = train_teacher(ds, a.split, cands, m, t, out, eval_fn=eval_fn, probes=_probes(ds, a.split, cands, t),
-                             resume=a.resume)
+    _, a, fields, out, ds, resolved = _training_inputs(ns, cfg, TeacherArgs, CrossEncoderConfig,
+                                                       "the folder to write the teacher to")
+    probes = _probes(ds, a.split, _read_run(a.candidates, "--candidates"), fields["train"])
+    with _resolved_config_kept(out, resolved):
+        path = teacher_stage(ds, TeacherConfig(**fields), out, probes=probes)
     print(f"teacher saved to {path}")
 
 
 def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.distributed import parse_shard, world
-    from dualist.models import CrossEncoder
-    from dualist.training import score_candidates
+    from dualist.stages import ScoresConfig, scores_stage
+    from dualist.training import TeacherScores
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(ScoreArgs, ns, cfg)
-    out = check.output_file(_need(a.out, "--out", "the Parquet file to write"))
-    ds = _dataset(d)
-    cands = _read_run(a.candidates, "--candidates", ds, a.split)
+    d, a, out, ds = _command_inputs(ns, cfg, ScoreArgs, "the Parquet file to write")
+    _read_run(a.candidates, "--candidates", ds, a.split)
     what = "the teacher model folder (models/teacher/model from 'dualist train-teacher')"
-    teacher = CrossEncoder.from_pretrained(check.input_dir(_need(a.teacher, "--teacher", what), "--teacher", what))
-    scores = score_candidates(teacher, ds, a.split, cands, out, depth=a.depth, batch_size=a.batch_size,
-                              teacher_path=a.teacher, max_positives=a.max_positives or None, force=a.force,
-                              shard=parse_shard(a.shard) if a.shard else None)
-    if scores is None or not world().is_main:
-        print(f"scored shard {a.shard or world().rank} of {out}" + ("; other shards remain" if scores is None else ""))
+    teacher = check.input_dir(_need(a.teacher, "--teacher", what), "--teacher", what)
+    config = ScoresConfig(teacher=Path(teacher), candidates=Path(a.candidates), split=a.split, depth=a.depth,
+                          max_positives=a.max_positives or None, batch_size=a.batch_size, force=a.force,
+                          shard=parse_shard(a.shard) if a.shard else None)
+    done = scores_stage(ds, config, out)
+    if done is None or not world().is_main:
+        print(f"scored shard {a.shard or world().rank} of {out}" + ("; other shards remain" if done is None else ""))
         return
     _write_resolved(out, {"data": d, "args": a})
-    print(f"wrote {out}: {len(scores)} teacher scores")
+    print(f"wrote {out}: {len(TeacherScores.load(out))} teacher scores")
 
 
 def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.losses import requires_teacher
     from dualist.models import DualEncoderConfig
-    from dualist.stages import dev_eval_fn
-    from dualist.training import TrainConfig, train_student
+    from dualist.stages import StudentConfig, student_stage
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(StudentArgs, ns, cfg)
-    m = config_from_args(DualEncoderConfig, ns, cfg, section="model")
-    t = config_from_args(TrainConfig, ns, cfg, section="train")
-    out = check.output_dir(_need(a.out, "--out", "the folder to write the student to"))
-    loss_kwargs = _parse_loss_args(a.loss_args, a.loss)
-    if a.loss != "onehot" and not a.teacher_scores:
-        raise ConfigError(f"--loss {a.loss} distills the teacher's scores: pass --teacher-scores (a cache from "
-                          "'dualist score-teacher'), or train without a teacher with --loss onehot")
-    ds = _dataset(d)
-    cands = _read_run(a.candidates, "--candidates", ds, a.split)
-    teacher_scores = _teacher_scores(a.teacher_scores) if a.teacher_scores else None
-    eval_fn = None
-    if a.dev_split:
-        eval_fn = dev_eval_fn(ds, a.dev_split, _read_run(a.dev_candidates, "--dev-candidates", ds, a.dev_split),
-                              depth=a.dev_depth)
-    with _resolved_config_kept(out, {"data": d, "args": a, "model": m, "train": t}):
-        path = train_student(ds, a.split, cands, m, t, out, loss=a.loss, loss_kwargs=loss_kwargs,
-                             teacher_scores=teacher_scores, eval_fn=eval_fn, probes=_probes(ds, a.split, cands, t),
-                             resume=a.resume)
+    loss_kwargs: dict[str, Any] = {}
+
+    def checks(a: StudentArgs) -> None:
+        loss_kwargs.update(_parse_loss_args(a.loss_args, a.loss))
+        if requires_teacher(a.loss) and not a.teacher_scores:
+            raise ConfigError(f"--loss {a.loss} distills the teacher's scores: pass --teacher-scores (a cache from "
+                              "'dualist score-teacher'), or train without a teacher with --loss onehot")
+
+    _, a, fields, out, ds, resolved = _training_inputs(ns, cfg, StudentArgs, DualEncoderConfig,
+                                                       "the folder to write the student to", checks=checks)
+    if a.teacher_scores:
+        _teacher_scores(a.teacher_scores)  # a readable cache, checked before any training
+    config = StudentConfig(**fields, loss=a.loss, loss_kwargs=loss_kwargs,
+                           teacher_scores=Path(a.teacher_scores) if a.teacher_scores else None)
+    probes = _probes(ds, a.split, _read_run(a.candidates, "--candidates"), fields["train"])
+    with _resolved_config_kept(out, resolved):
+        path = student_stage(ds, config, out, probes=probes)
     print(f"student ({a.loss}) saved to {path}")
 
 
 def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist._io import fingerprint_files
     from dualist.distributed import parse_shard, world
-    from dualist.evaluation.modes import _search_space
+    from dualist.evaluation.modes import search_space
     from dualist.index import ExactIndex, FaissIndex
     from dualist.index.shards import encode_sharded, remove_shards
     from dualist.stages import dataset_fingerprint
@@ -454,7 +483,7 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
         print(f"embedded shard {a.shard or world().rank} of {out}")
         return
     ids, emb = encoded
-    index.add(ids, _search_space(model, emb))
+    index.add(ids, search_space(model, emb))
     index.save(out)
     remove_shards(out)
     _write_resolved(out, {"data": d, "args": a})
@@ -525,10 +554,17 @@ def cmd_evaluate(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_repro(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.repro import ReproArgs, run_repro
+    from dualist.repro import ReproArgs, check_matrix, print_table, record_entry, run_repro
 
     a = config_from_args(ReproArgs, ns, cfg)
-    run_repro(a)
+    if a.table:
+        print(print_table(a.matrix or None))
+    elif a.check:
+        check_matrix(a)
+    else:
+        results = run_repro(a)
+        if a.record:
+            print(f"recorded the figures in {record_entry(results, a.matrix or None, dataset=a.dataset)}")
 
 
 # --------------------------------------------------------------------------- parser

@@ -1,7 +1,7 @@
 """Fixed, seeded splits of query sets.
 
 SciFact ships only ``train`` and ``test`` judgements, but model selection needs a ``dev`` split that
-is neither (DESIGN.md §4: tune on dev, report on test). dualist therefore carves a fixed slice of
+is neither (docs/architecture.md §4: tune on dev, report on test). dualist therefore carves a fixed slice of
 train queries as dev with :func:`carve_dev`; NFCorpus, which has its own dev split, is used as is.
 
 The slice depends only on the *set* of query ids, the size and the seed: ids are sorted first and

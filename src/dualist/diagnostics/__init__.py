@@ -1,4 +1,4 @@
-"""Diagnostics: *why* a dual-encoder ranks worse than its cross-attention teacher (DESIGN.md §5).
+"""Diagnostics: *why* a dual-encoder ranks worse than its cross-attention teacher (docs/architecture.md §5).
 
 Pure functions over score tables (``{qid: {doc_id: score}}``), qrels and arrays:
 

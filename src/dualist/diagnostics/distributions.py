@@ -1,4 +1,4 @@
-"""Scores of positives vs negatives, pooled over queries (DESIGN.md §5).
+"""Scores of positives vs negatives, pooled over queries (docs/architecture.md §5).
 
 Raw CA logits and DE dot products live on different scales; per-query standardization puts them on
 one axis so their overlap can be compared.

@@ -1,4 +1,4 @@
-"""Score evolution of a fixed probe query during training (the paper's Figure on CA vs DE, DESIGN.md §5).
+"""Score evolution of a fixed probe query during training (the paper's Figure on CA vs DE, docs/architecture.md §5).
 
 The contract with the training loop: at chosen steps it scores one probe query against a fixed set
 of documents (:func:`select_probe_docs`: a few positives and the hardest BM25 negatives) and appends

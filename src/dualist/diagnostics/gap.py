@@ -1,4 +1,4 @@
-"""Train-vs-test metric gaps: the paper's evidence that DEs overfit more than CAs (DESIGN.md §5)."""
+"""Train-vs-test metric gaps: the paper's evidence that DEs overfit more than CAs (docs/architecture.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-query normalized margin between the positive and the hardest negative (DESIGN.md §5).
+"""Per-query normalized margin between the positive and the hardest negative (docs/architecture.md §5).
 
 The paper argues that a dual-encoder falls short of its cross-attention teacher because it
 separates positives from hard negatives by a smaller *relative* margin. We measure, per query over
@@ -62,7 +62,7 @@ def normalized_margins_array(scores: np.ndarray, labels: np.ndarray, *,
                              positive: PositiveRule = "max") -> np.ndarray:
     """Normalized margins of a ``(B, C)`` score matrix with a ``(B, C)`` boolean positive mask.
 
-    The array form of :func:`normalized_margins`, usable on a training batch (DESIGN.md §2).
+    The array form of :func:`normalized_margins`, usable on a training batch (docs/architecture.md §2).
     NaN scores mark padding (absent candidates). A row with no positive or no negative gives NaN;
     a row whose scores are all equal gives 0.0.
 

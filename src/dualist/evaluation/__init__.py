@@ -1,4 +1,4 @@
-"""Evaluation: trec_eval-compatible ranking metrics and paired significance tests (DESIGN.md §4).
+"""Evaluation: trec_eval-compatible ranking metrics and paired significance tests (docs/architecture.md §4).
 
 >>> from dualist.evaluation import evaluate
 >>> print(evaluate({"q1": {"d1": 1}}, {"q1": {"d1": 0.3, "d2": 0.9}}, ["mrr@10", "ndcg@10"]))

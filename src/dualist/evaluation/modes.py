@@ -1,4 +1,4 @@
-"""The two evaluation modes of DESIGN.md §4.
+"""The two evaluation modes of docs/architecture.md §4.
 
 * **Re-rank** (the paper's): a model re-scores the same candidate run (BM25 top-K) per query.
 * **Retrieval** (a dual-encoder's real job): search the whole corpus with the model's embeddings.
@@ -10,11 +10,16 @@ scores them like any TREC run.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["rerank", "retrieve", "top_k", "encode_corpus"]
+if TYPE_CHECKING:
+    from dualist.data import Dataset
+    from dualist.index import BaseIndex
+    from dualist.models import CrossEncoder, DualEncoder
+
+__all__ = ["rerank", "retrieve", "top_k", "encode_corpus", "search_space"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +34,13 @@ def top_k(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float
     return {qid: {d: docs[d] for d in rank_documents(docs)[:k]} for qid, docs in run.items()}
 
 
-def _is_cross_encoder(model: Any) -> bool:
+def _is_cross_encoder(model: DualEncoder | CrossEncoder) -> bool:
     from dualist.models import CrossEncoder
 
     return isinstance(model, CrossEncoder)
 
 
-def encode_corpus(model: Any, dataset: Any, doc_ids: list[str] | None = None, *, batch_size: int = 64,
+def encode_corpus(model: DualEncoder, dataset: Dataset, doc_ids: list[str] | None = None, *, batch_size: int = 64,
                   show_progress: bool | None = None) -> tuple[list[str], np.ndarray]:
     """Embed documents (all of the corpus by default) with a dual-encoder; returns ``(ids, embeddings)``."""
     ids = list(dataset.corpus) if doc_ids is None else list(doc_ids)
@@ -44,8 +49,9 @@ def encode_corpus(model: Any, dataset: Any, doc_ids: list[str] | None = None, *,
     return ids, emb
 
 
-def rerank(model: Any, dataset: Any, queries: dict[str, str], candidates: dict[str, dict[str, float]], *,
-           depth: int = 100, batch_size: int = 64, show_progress: bool | None = None,
+def rerank(model: DualEncoder | CrossEncoder, dataset: Dataset, queries: dict[str, str],
+           candidates: dict[str, dict[str, float]], *, depth: int = 100, batch_size: int = 64,
+           show_progress: bool | None = None,
            doc_embeddings: tuple[list[str], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """Re-score each query's top-``depth`` candidates with ``model`` (cross- or dual-encoder).
 
@@ -88,7 +94,8 @@ def rerank(model: Any, dataset: Any, queries: dict[str, str], candidates: dict[s
     return out
 
 
-def retrieve(model: Any, dataset: Any, queries: dict[str, str], *, k: int = 100, index: Any = None,
+def retrieve(model: DualEncoder, dataset: Dataset, queries: dict[str, str], *, k: int = 100,
+             index: BaseIndex | None = None,
              batch_size: int = 64, show_progress: bool | None = None,
              doc_embeddings: tuple[list[str], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """Full-corpus search with a dual-encoder: exact inner product unless an ``index`` is given.
@@ -102,15 +109,15 @@ def retrieve(model: Any, dataset: Any, queries: dict[str, str], *, k: int = 100,
         ids, emb = doc_embeddings if doc_embeddings is not None else encode_corpus(
             model, dataset, batch_size=batch_size, show_progress=show_progress)
         index = ExactIndex()
-        index.add(ids, _search_space(model, emb))
+        index.add(ids, search_space(model, emb))
     qids = list(queries)
     q_emb = model.encode_queries([queries[q] for q in qids], batch_size=batch_size,
                                  show_progress=show_progress)
-    res = index.search(_search_space(model, q_emb, query=True), k)
+    res = index.search(search_space(model, q_emb, query=True), k)
     return res.to_run(qids)
 
 
-def _search_space(model: Any, emb: np.ndarray, *, query: bool = False) -> np.ndarray:
+def search_space(model: DualEncoder, emb: np.ndarray, *, query: bool = False) -> np.ndarray:
     """Map embeddings so that inner product equals the model's score (cosine, temperature)."""
     cfg = model.config
     emb = np.asarray(emb, dtype=np.float32)

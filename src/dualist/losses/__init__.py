@@ -1,4 +1,4 @@
-"""Ranking losses for training and distilling dual encoders (DESIGN.md §2-3).
+"""Ranking losses for training and distilling dual encoders (docs/architecture.md §2-3).
 
 Every loss is a plain ``torch.nn.Module`` with the same call::
 
@@ -40,8 +40,11 @@ from dualist.losses.rankdistil import RankDistilLoss
 __all__ = [
     "LOSSES",
     "SCORE_MATCHING",
+    "LOSS_NAMES",
+    "LOSS_LABELS",
     "LossName",
     "build_loss",
+    "requires_teacher",
     "OneHotCELoss",
     "ScoreMSELoss",
     "MarginMSELoss",
@@ -67,8 +70,33 @@ SCORE_MATCHING: tuple[str, ...] = tuple(name for name, cls in LOSSES.items() if 
 """Losses that compare the teacher's scores or margins as numbers (MSE, Margin-MSE, M3SE), so the
 teacher's scale matters to them: the ones ``teacher_calibration`` is for."""
 
-if tuple(LOSSES) != get_args(LossName):  # pragma: no cover - a maintenance error, caught on import
-    raise AssertionError(f"LossName {get_args(LossName)} and LOSSES {tuple(LOSSES)} disagree")
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+"""Every loss name, in the order tables list them."""
+
+LOSS_LABELS: dict[str, str] = {
+    "onehot": "DE one-hot",
+    "mse": "DE + MSE",
+    "margin_mse": "DE + Margin-MSE",
+    "kl": "DE + softmax CE (KL)",
+    "rankdistil": "DE + RankDistil",
+    "m3se": "DE + M3SE",
+}
+"""Loss name -> how reports and tables name a dual-encoder student trained with it."""
+
+if tuple(LOSSES) != LOSS_NAMES or tuple(LOSS_LABELS) != LOSS_NAMES:  # pragma: no cover - caught on import
+    raise AssertionError(f"LossName {LOSS_NAMES}, LOSSES {tuple(LOSSES)} and LOSS_LABELS {tuple(LOSS_LABELS)} "
+                         "disagree")
+
+
+def requires_teacher(name: str) -> bool:
+    """Whether the loss registered as ``name`` distils teacher scores (``requires_teacher`` on its class).
+
+    >>> requires_teacher("m3se"), requires_teacher("onehot")
+    (True, False)
+    """
+    if name not in LOSSES:
+        build_loss(name)  # raises the error that lists the valid names
+    return bool(getattr(LOSSES[name], "requires_teacher", False))
 
 
 def _keyword_arguments(cls: type) -> list[str]:

@@ -1,4 +1,4 @@
-"""Shared input checks for the ranking losses (the scores contract of DESIGN.md §2).
+"""Shared input checks for the ranking losses (the scores contract of docs/architecture.md §2).
 
 Every loss takes ``student_scores`` of shape ``(B, C)`` (B queries, C candidates each), optionally
 ``teacher_scores`` of the same shape and a boolean ``labels`` mask marking positives; without

@@ -2,7 +2,7 @@
 
 Both are ``torch.nn.Module``s around a Hugging Face encoder, with a training path (tensors with
 gradients) and a fast inference path (numpy arrays), and both save to and load from
-``save_pretrained``-style folders without pickle (DESIGN.md §2). A saved :class:`DualEncoder`
+``save_pretrained``-style folders without pickle (docs/architecture.md §2). A saved :class:`DualEncoder`
 loads in sentence-transformers unchanged; a saved :class:`CrossEncoder` is a Hugging Face
 sequence-classification folder.
 """

@@ -1,7 +1,7 @@
 """Find and load the Hugging Face backbones that both models wrap.
 
 A model *spec* is one of: an alias from :data:`MODEL_ALIASES` (``"minilm-l6"``, the offline
-default, DESIGN.md §6), a local directory, or a Hugging Face model id. Offline, a hub id fails with
+default, docs/architecture.md §6), a local directory, or a Hugging Face model id. Offline, a hub id fails with
 a :class:`ModelLoadError` that names the spec and says what to pass instead.
 
 >>> import tempfile, pathlib

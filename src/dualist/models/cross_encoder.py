@@ -38,20 +38,10 @@ import torch.nn.functional as F
 from dualist._io import read_meta, write_json, write_meta
 from dualist.config import opt
 from dualist.errors import ConfigError, DualistError
-from dualist.models._common import (
-    Collector,
-    Float32Head,
-    InferencePrecision,
-    check_precision,
-    check_texts,
-    effective_length,
-    eval_mode,
-    length_sorted_batches,
-    mean_pool,
-    model_max_length,
-    reduced_precision,
-    with_overrides,
-)
+from dualist.models.batching import Collector, length_sorted_batches
+from dualist.models.inputs import check_texts, effective_length, model_max_length, with_overrides
+from dualist.models.pooling import eval_mode, mean_pool
+from dualist.models.precision import check_precision, Float32Head, InferencePrecision, reduced_precision
 from dualist.models.backbone import load_pretrained
 from dualist.models.packed import packable, packed_forward
 

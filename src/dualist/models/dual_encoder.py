@@ -4,7 +4,7 @@ Two paths share one set of weights:
 
 - **training** — :meth:`DualEncoder.embed_queries` / :meth:`~DualEncoder.embed_docs` return
   embeddings with gradients on the model's device, and :meth:`~DualEncoder.similarity` turns them
-  into the ``(B, C)`` scores tensor every loss takes (DESIGN.md §2);
+  into the ``(B, C)`` scores tensor every loss takes (docs/architecture.md §2);
 - **inference** — :meth:`~DualEncoder.encode_queries` / :meth:`~DualEncoder.encode_docs` return
   float32 numpy arrays, computed under ``torch.inference_mode`` in length-sorted, dynamically
   padded batches (input order restored), and :meth:`~DualEncoder.score_embeddings` /
@@ -44,20 +44,10 @@ import torch.nn.functional as F
 from dualist._io import read_json, read_meta, write_json, write_meta
 from dualist.config import opt
 from dualist.errors import ConfigError, DualistError
-from dualist.models._common import (
-    Collector,
-    InferencePrecision,
-    check_precision,
-    check_texts,
-    effective_length,
-    eval_mode,
-    int8_layers,
-    length_sorted_batches,
-    mean_pool,
-    model_max_length,
-    reduced_precision,
-    with_overrides,
-)
+from dualist.models.batching import Collector, length_sorted_batches
+from dualist.models.inputs import check_texts, effective_length, model_max_length, with_overrides
+from dualist.models.pooling import eval_mode, mean_pool
+from dualist.models.precision import check_precision, InferencePrecision, int8_layers, reduced_precision
 from dualist.models.backbone import freeze_bottom, load_backbone
 from dualist.models.frozen_prefix import PrefixCache, prefix_fingerprint
 from dualist.models.packed import packable, packed_forward
@@ -276,9 +266,9 @@ class DualEncoder(torch.nn.Module):
         """An inference-only copy in reduced precision; this model is left unchanged.
 
         - ``dtype="int8"`` (CPU only): int8 dynamically quantized ``Linear`` layers (all but the
-          feed-forward down-projections, see :func:`~dualist.models._common.int8_layers`), with
+          feed-forward down-projections, see :func:`~dualist.models.precision.int8_layers`), with
           weights per output channel and, on CPUs with VNNI, activations on all 8 bits
-          (:func:`~dualist.models._common.full_range_int8`). Mean cosine to the fp32 embeddings ~0.99.
+          (:func:`~dualist.models.precision.full_range_int8`). Mean cosine to the fp32 embeddings ~0.99.
         - ``dtype="bf16"``: every weight and activation in bfloat16, pooled and returned in float32.
           On CPUs with bf16 instructions (AVX512-BF16, AMX) it is the fastest torch option and the
           closest one (cosine ~0.9999); without them it is emulated and slower than float32 (a

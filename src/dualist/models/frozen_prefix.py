@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import torch
 
 from dualist.errors import ConfigError, DualistError
-from dualist.models._common import eval_mode
+from dualist.models.pooling import eval_mode
 
 __all__ = ["PrefixCache", "prefix_fingerprint"]
 

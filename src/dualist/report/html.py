@@ -19,8 +19,8 @@ from pathlib import Path
 from urllib.parse import quote
 from typing import Any
 
-from dualist._io import _jsonable, atomic_write
-from dualist.report.tables import _is_number, _md_escape, best_cells, format_cell, markdown_table
+from dualist._io import atomic_write, jsonable
+from dualist.report.tables import best_cells, format_cell, is_number, markdown_table, md_escape
 
 __all__ = ["write_report", "Section", "ReportPaths", "markdown_table"]
 
@@ -103,7 +103,7 @@ def _esc(s: Any) -> str:
 
 
 def _is_num_col(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
-    return any(_is_number(r.get(col)) for r in rows)
+    return any(is_number(r.get(col)) for r in rows)
 
 
 def _html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], floatfmt: str, *,
@@ -129,7 +129,7 @@ def _paragraphs(text: str) -> list[str]:
 
 def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
-    for key, value in _jsonable(dict(settings)).items():
+    for key, value in jsonable(dict(settings)).items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
             rows.extend(_flatten(value, name + "."))
@@ -250,16 +250,16 @@ def write_report(out_dir: str | Path, *, title: str, table_rows: Sequence[Mappin
     h += ["</body>", "</html>", ""]
 
     # --- Markdown ---------------------------------------------------------------------------
-    m = [f"# {_md_escape(title)}", "", f"_Generated {_md_escape(when)} by dualist {_md_escape(version)}_", ""]
+    m = [f"# {md_escape(title)}", "", f"_Generated {md_escape(when)} by dualist {md_escape(version)}_", ""]
     if notes:
-        m += ["## Notes", "", *(f"- {_md_escape(n)}" for n in notes), ""]
+        m += ["## Notes", "", *(f"- {md_escape(n)}" for n in notes), ""]
     m += ["## Results", "", markdown_table(table_rows, columns, floatfmt, bold_best=True), ""]
     for k, sec in enumerate(secs):
-        m += [f"## {_md_escape(sec.title)}", ""]
+        m += [f"## {md_escape(sec.title)}", ""]
         for p in _paragraphs(sec.text):
-            m += [_md_escape(p), ""]
+            m += [md_escape(p), ""]
         if k in images:
-            m += [f"![{_md_escape(sec.title)}]({quote(images[k].name)})", ""]
+            m += [f"![{md_escape(sec.title)}]({quote(images[k].name)})", ""]
         if sec.table_rows():
             m += [markdown_table(sec.table_rows(), sec.table_columns(), floatfmt), ""]
     if setting_rows:

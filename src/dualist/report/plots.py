@@ -1,4 +1,4 @@
-"""Diagnostics plots, one PNG each (DESIGN.md §5).
+"""Diagnostics plots, one PNG each (docs/architecture.md §5).
 
 matplotlib is imported inside each function and drawn through an explicit Agg canvas on a bare
 ``Figure``: no pyplot, so importing this module, or plotting from a worker thread, changes no global

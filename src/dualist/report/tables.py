@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["markdown_table", "format_cell", "best_cells", "MISSING"]
+__all__ = ["markdown_table", "format_cell", "best_cells", "is_number", "md_escape", "MISSING"]
 
 MISSING = "–"  # a row without that column, None or NaN
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
@@ -30,7 +30,7 @@ def format_cell(value: Any, floatfmt: str = ".3f") -> str:
     """
     if value is None:
         return MISSING
-    if _is_number(value):
+    if is_number(value):
         if isinstance(value, Integral):
             return str(int(value))
         if math.isnan(float(value)):
@@ -56,7 +56,7 @@ def best_cells(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
         if str(col).endswith(" std"):
             continue
         nums = [(i, float(r[col])) for i, r in enumerate(rows)
-                if _is_number(r.get(col)) and not math.isnan(float(r[col]))]
+                if is_number(r.get(col)) and not math.isnan(float(r[col]))]
         if len(nums) < 2 or not any(not isinstance(rows[i][col], Integral) for i, _ in nums):
             continue
         top = format_cell(max(v for _, v in nums), floatfmt)
@@ -64,7 +64,7 @@ def best_cells(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
     return best
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     # HTML-escape so a name like "<script>" shows as text; escape pipes so it cannot split a cell.
     return html.escape(text, quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
@@ -86,15 +86,15 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fl
     if not columns:
         raise ValueError("markdown_table needs at least one column")
     bold = best_cells(rows, columns, floatfmt) if bold_best else set()
-    numeric = {c: any(_is_number(r.get(c)) for r in rows) for c in columns}
+    numeric = {c: any(is_number(r.get(c)) for r in rows) for c in columns}
     body = []
     for i, r in enumerate(rows):
         cells = []
         for c in columns:
-            text = _md_escape(format_cell(r.get(c), floatfmt))
+            text = md_escape(format_cell(r.get(c), floatfmt))
             cells.append(f"**{text}**" if (i, c) in bold else text)
         body.append(cells)
-    header = [_md_escape(str(c)) for c in columns]
+    header = [md_escape(str(c)) for c in columns]
     widths = [max(3, len(header[j]), *(len(b[j]) for b in body)) for j in range(len(columns))]
 
     def line(cells: Sequence[str]) -> str:

@@ -1,8 +1,12 @@
-"""The reproduction matrix: conditions × datasets with the figures obtained and a tolerance.
+"""The reproduction matrix: the figures each condition produced, the command that reproduces it, a tolerance.
 
-``matrix.yaml`` (packaged beside this module) is data, like Pyserini's reproduction matrices:
-``dualist repro --check`` reruns every entry (finished stages are reused) and prints OK / FAIL per
-figure; ``dualist repro --table`` prints the README's results table from the same file.
+``matrix.yaml`` (packaged beside this module) is data, like Pyserini's reproduction matrices. It is
+keyed by ids, never by display labels: a condition id (``<dataset>-<profile>``), then under
+``expected`` a model id (``bm25``, ``zeroshot``, ``teacher`` or a loss name) and a figure id
+(``rerank.ndcg@10``...; :mod:`dualist.report.labels` derives the labels). ``dualist repro --check``
+reruns every condition (finished stages are reused) and prints OK / FAIL per figure; ``dualist repro
+--table`` prints the README's results table from the same file; ``dualist repro --record`` writes a
+finished run's figures into it.
 """
 
 from __future__ import annotations
@@ -14,62 +18,90 @@ from typing import Any
 
 import yaml
 
-__all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "record_entry", "MATRIX_PATH"]
+from dualist.errors import ConfigError
+from dualist.losses import LOSS_NAMES
+from dualist.report.labels import MODEL_LABELS, TABLE_METRICS, metric_by_id, metric_label, model_label
+from dualist.repro.plan import ReproArgs, run_repro
+
+__all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "record_entry", "condition_id",
+           "condition_command", "MATRIX_PATH"]
 
 logger = logging.getLogger(__name__)
 MATRIX_PATH = Path(__file__).with_name("matrix.yaml")
-TABLE_COLUMNS = ["re-rank MRR@10", "re-rank nDCG@10", "retrieval nDCG@10", "retrieval R@100"]
+HEADER = ("# Reproduction matrix: figures obtained by `dualist repro` (written by --record), keyed by\n"
+          "# condition id, model id (bm25, zeroshot, teacher, or a loss name) and figure id.\n"
+          "# `dualist repro --check --data-root DIR` reruns each condition and compares within the tolerance.\n")
 
 
 def load_matrix(path: str | Path | None = None) -> dict[str, Any]:
-    from dualist.errors import ConfigError
-
+    """Read and validate a matrix: every condition has a dataset, a profile, a command and known ids."""
     path = Path(path) if path else MATRIX_PATH
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data.get("entries"), list):
-        raise ConfigError(f"{path}: expected a top-level 'entries' list")
-    for i, e in enumerate(data["entries"]):
-        for key in ("dataset", "profile", "expected"):
-            if key not in e:
-                raise ConfigError(f"{path}: entry {i} has no '{key}'")
+    if not isinstance(data.get("conditions"), dict):
+        raise ConfigError(f"{path}: expected a top-level 'conditions' mapping (condition id -> condition)")
+    for cid, cond in data["conditions"].items():
+        for key in ("dataset", "profile", "command", "expected"):
+            if key not in cond:
+                raise ConfigError(f"{path}: condition {cid!r} has no '{key}'")
+        for model, figures in cond["expected"].items():
+            if model not in MODEL_LABELS:
+                raise ConfigError(f"{path}: condition {cid!r}: unknown model id {model!r}; known: {list(MODEL_LABELS)}")
+            for figure in figures:
+                metric_by_id(figure)
     return data
+
+
+def condition_id(dataset: str, profile: str) -> str:
+    return f"{Path(dataset).name}-{profile}"
+
+
+def condition_command(cond: dict[str, Any]) -> str:
+    """The command line that reproduces a condition (the dataset found under ``--data-root``)."""
+    parts = ["dualist repro", "--dataset", str(cond["dataset"]), "--profile", str(cond["profile"])]
+    if int(cond.get("seeds", 1)) != 1:
+        parts += ["--seeds", str(cond["seeds"])]
+    if cond.get("losses") and list(cond["losses"]) != list(LOSS_NAMES):
+        parts += ["--losses", ",".join(cond["losses"])]
+    if cond.get("model"):
+        parts += ["--model", str(cond["model"])]
+    if cond.get("override"):
+        parts += ["--override", ",".join(cond["override"])]
+    return " ".join(parts)
 
 
 def compare_rows(rows: list[dict[str, Any]], expected: dict[str, dict[str, float]],
                  tolerance: float) -> list[tuple[str, str, float | None, float, bool]]:
-    """``(model, column, got, expected, ok)`` for every expected figure; a missing figure fails."""
-    by = {r["model"]: r for r in rows}
+    """``(model id, figure id, got, expected, ok)`` for every expected figure; a missing figure fails.
+
+    ``rows`` are ``results.json``'s (each with its model ``id`` and figures under their labels).
+    """
+    by = {r["id"]: r for r in rows}
     out = []
-    for model, cols in expected.items():
-        for col, want in cols.items():
-            got = by.get(model, {}).get(col)
+    for model, figures in expected.items():
+        for figure, want in figures.items():
+            got = by.get(model, {}).get(metric_label(figure))
             ok = got is not None and abs(float(got) - float(want)) <= tolerance
-            out.append((model, col, got, float(want), ok))
+            out.append((model, figure, got, float(want), ok))
     return out
 
 
-def check_matrix(args: Any) -> dict[str, Any]:
-    """Rerun each matrix entry and print OK / FAIL per figure; exit status 1 when any fails."""
-    from dualist.repro.pipeline import run_repro
-
+def check_matrix(args: ReproArgs) -> dict[str, Any]:
+    """Rerun each condition and print OK / FAIL per figure; exit status 1 when any fails."""
     matrix = load_matrix(args.matrix or None)
     tol = float(matrix.get("tolerance", 0.02))
     failures = 0
     report = []
-    for entry in matrix["entries"]:
-        label = f"{Path(entry['dataset']).name}-{entry['profile']}"
-        sub = dataclasses.replace(args, check=False, table=False, dataset=entry["dataset"],
-                                  profile=entry["profile"], seeds=int(entry.get("seeds", 1)),
-                                  override=list(entry.get("override", args.override)),
-                                  model=entry.get("model", args.model),
-                                  losses=list(entry.get("losses", args.losses)),
-                                  out=args.out and str(Path(args.out) / label))
+    for cid, cond in matrix["conditions"].items():
+        sub = dataclasses.replace(args, check=False, table=False, dataset=cond["dataset"], profile=cond["profile"],
+                                  seeds=int(cond.get("seeds", 1)), override=list(cond.get("override", args.override)),
+                                  model=cond.get("model", args.model), losses=list(cond.get("losses", args.losses)),
+                                  out=args.out and str(Path(args.out) / cid))
         res = run_repro(sub)
-        for model, col, got, want, ok in compare_rows(res["rows"], entry["expected"], entry.get("tolerance", tol)):
+        for model, figure, got, want, ok in compare_rows(res["rows"], cond["expected"], cond.get("tolerance", tol)):
             failures += not ok
             shown = "missing" if got is None else f"{got:.3f}"
-            line = (f"{'OK  ' if ok else 'FAIL'} {Path(entry['dataset']).name:<10} {entry['profile']:<6} {model:<24} "
-                    f"{col:<18} got {shown} expected {want:.3f} ± {tol}")
+            line = (f"{'OK  ' if ok else 'FAIL'} {Path(cond['dataset']).name:<10} {cond['profile']:<6} "
+                    f"{model_label(model):<24} {metric_label(figure):<18} got {shown} expected {want:.3f} ± {tol}")
             print(line)
             report.append(line)
     print(f"{len(report) - failures} OK, {failures} FAIL")
@@ -79,45 +111,50 @@ def check_matrix(args: Any) -> dict[str, Any]:
 
 
 def print_table(path: str | Path | None = None) -> str:
-    """The README results table (Markdown), one block per dataset × profile, from the matrix."""
+    """The README results table (Markdown), one block per condition, from the matrix."""
     from dualist.report import markdown_table
 
     matrix = load_matrix(path)
+    columns = [metric_label(m) for m in TABLE_METRICS]
     blocks = []
-    for entry in matrix["entries"]:
-        rows = [{"model": m, **cols} for m, cols in entry["expected"].items()]
-        head = f"**{entry['dataset']}**, `{entry['profile']}` profile, {entry.get('seeds', 1)} seed(s)"
-        if entry.get("note"):
-            head += f" — {entry['note']}"
-        blocks.append(head + "\n\n" + markdown_table(rows, ["model", *TABLE_COLUMNS]))
+    for cond in matrix["conditions"].values():
+        rows = [{"model": model_label(m), **{metric_label(f): v for f, v in figures.items()}}
+                for m, figures in cond["expected"].items()]
+        head = f"**{cond['dataset']}**, `{cond['profile']}` profile, {cond.get('seeds', 1)} seed(s)"
+        if cond.get("note"):
+            head += f" — {cond['note']}"
+        blocks.append(head + "\n\n" + markdown_table(rows, ["model", *columns]))
     return "\n\n".join(blocks)
 
 
 def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dataset: str | None = None,
                  note: str = "") -> Path:
-    """Write a finished run's figures into the matrix, replacing the entry of the same dataset/profile.
+    """Write a finished run's figures into the matrix, replacing the condition of the same dataset/profile.
 
     Used by ``dualist repro --record``: the matrix only ever holds figures a run produced.
     """
     path = Path(path) if path else MATRIX_PATH
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
-    data = data or {"tolerance": 0.02, "entries": []}
+    data = data or {"tolerance": 0.02, "conditions": {}}
     dataset = dataset or results["dataset"]
-    expected = {r["model"]: {c: round(float(r[c]), 4) for c in TABLE_COLUMNS if r.get(c) is not None}
-                for r in results["rows"]}
-    entry = {"dataset": dataset, "profile": results["profile"], "seeds": results["settings"]["seeds"]}
-    if results["settings"].get("override"):  # --check reruns the entry with the same overrides
-        entry["override"] = list(results["settings"]["override"])
+    settings = results["settings"]
+    expected = {r["id"]: {f: round(float(r[metric_label(f)]), 4) for f in TABLE_METRICS
+                          if r.get(metric_label(f)) is not None} for r in results["rows"]}
+    cond: dict[str, Any] = {"dataset": dataset, "profile": results["profile"], "seeds": settings["seeds"]}
+    if list(settings.get("losses", LOSS_NAMES)) != list(LOSS_NAMES):
+        cond["losses"] = list(settings["losses"])
+    if settings.get("override"):  # --check reruns the condition with the same overrides
+        cond["override"] = list(settings["override"])
+    cond["command"] = condition_command(cond)
     # a run that resumed a work folder took less than a fresh one: its minutes are kept apart
-    minutes = "resumed_run_minutes" if results["settings"].get("resumed work folder") else "wall_minutes"
-    entry.update({minutes: round(results["timings"]["total"] / 60, 1), "dualist_version": results["version"],
-                  "expected": expected})
+    minutes = "resumed_run_minutes" if settings.get("resumed work folder") else "wall_minutes"
+    cond.update({minutes: round(results["timings"]["total"] / 60, 1), "dualist_version": results["version"],
+                 "expected": expected})
     if note:
-        entry["note"] = note
-    entries = [e for e in data["entries"] if (e["dataset"], e["profile"]) != (dataset, results["profile"])]
-    entries.append(entry)
-    data["entries"] = sorted(entries, key=lambda e: (e["dataset"], e["profile"]))
-    path.write_text("# Reproduction matrix: figures obtained by `dualist repro` (written by --record).\n"
-                    "# `dualist repro --check --data-root DIR` reruns each entry and compares within the tolerance.\n"
-                    + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        cond["note"] = note
+    conditions = dict(data["conditions"])
+    conditions[condition_id(dataset, results["profile"])] = cond
+    data["conditions"] = dict(sorted(conditions.items()))
+    path.write_text(HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100),
+                    encoding="utf-8")
     return path

@@ -133,11 +133,11 @@ def check_same_run(out_dir: Path, checkpoint: Path, stage: str, config: dict[str
                    inputs: dict[str, Any] | None) -> None:
     """Refuse to continue a run of another model, loss or data: resuming is the default, so it must not
     silently train the earlier run's weights further under new settings."""
-    from dualist._io import _jsonable, read_meta
+    from dualist._io import jsonable, read_meta
 
     before = read_meta(out_dir) or {}
-    now = {"stage": stage, "config": {k: v for k, v in _jsonable(config).items() if k != "train"},
-           "inputs": _jsonable(inputs or {})}
+    now = {"stage": stage, "config": {k: v for k, v in jsonable(config).items() if k != "train"},
+           "inputs": jsonable(inputs or {})}
     was = {"stage": before.get("stage", stage),
            "config": {k: v for k, v in (before.get("config") or {}).items() if k != "train"},
            "inputs": before.get("inputs") or {}}

@@ -298,6 +298,30 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+# ------------------------------------------------------------------ inference-precision variants
+PRECISION_VARIANTS = ("dualist", "peer", "dualist-hf", "dualist-int8", "dualist-bf16", "dualist-onnx-fp32",
+                      "dualist-onnx-int8")
+"""The sides of the inference benchmarks (encode, teacher scoring): dualist's copies against the peer."""
+PRECISION_GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3,
+                   "dualist-onnx-int8": 2.0}
+FLOAT32_VARIANTS = ("dualist", "dualist-hf", "dualist-onnx-fp32")
+"""float32 variants: they must give the peer's numbers, not just its ranking."""
+
+
+def precision_parser(description: str, *, compared: str, ndcg: str, max_length_help: str) -> argparse.ArgumentParser:
+    """:func:`base_parser` plus the options every inference-precision benchmark takes."""
+    p = base_parser(description)
+    p.add_argument("--data", default=str(DEFAULT_SCIFACT), help="BEIR folder (SciFact)")
+    p.add_argument("--max-length", type=int, default=256, help=max_length_help)
+    p.add_argument("--batch-size", type=int, default=64, help="batch size on both sides")
+    p.add_argument("--variants", default=",".join(PRECISION_VARIANTS),
+                   help="comma-separated, from: " + ", ".join(PRECISION_VARIANTS))
+    p.add_argument("--atol", type=float, default=1e-4, help=f"max abs {compared} difference, dualist fp32 vs peer")
+    p.add_argument("--ndcg-tol", type=float, default=0.005,
+                   help=f"max {ndcg} change of the reduced-precision variants vs fp32")
+    return p
+
+
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse, and keep the user's own arguments to hand on to the ``--rss-side`` children."""
     argv = list(sys.argv[1:] if argv is None else argv)

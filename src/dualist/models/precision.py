@@ -1,197 +1,33 @@
-"""Helpers shared by the dual- and cross-encoder: config overrides, fast batched inference, pooling."""
+"""Reduced-precision inference copies: torch int8 (outlier channels in float32) and bf16, and their checks.
+
+The ONNX Runtime copies are in :mod:`dualist.models.onnx_runtime`; what the CPU can do comes from
+:mod:`dualist.models.cpu`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar, get_args
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dualist._io import progress
-from dualist.config import config_from_dict
-from dualist.models.cpu import cpu_features
 from dualist.errors import ConfigError, DualistError
+from dualist.models.cpu import cpu_features
+
+__all__ = ["InferencePrecision", "check_precision", "int8_layers", "Bf16Linear", "Float32Head", "reduced_precision",
+           "full_range_int8", "native_cpu_bf16", "OUTLIER_RATIO"]
 
 logger = logging.getLogger(__name__)
-
-C = TypeVar("C")
 
 InferencePrecision = Literal["int8", "bf16", "onnx-fp32", "onnx-int8"]
 """Inference copies (``DualEncoder.quantized`` / ``CrossEncoder.quantized``): torch int8 or bf16, or the
 backbone run by ONNX Runtime in float32 or int8 (:mod:`dualist.models.onnx_runtime`)."""
 
-# Texts are tokenized this many at a time: enough to sort well by length, small enough that the
-# token ids of a million-document corpus never sit in memory at once.
-TOKENIZE_CHUNK = 16384
-_UNBOUNDED = 1_000_000
 
-
-def with_overrides(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
-    """``config`` (or the defaults) with ``overrides`` applied, coerced and checked like YAML input."""
-    if config is not None and not isinstance(config, cls):
-        raise ConfigError(f"expected a {cls.__name__}, got {type(config).__name__}")
-    base = dataclasses.asdict(config) if config is not None else {}
-    return config_from_dict(cls, {**base, **overrides}, where=cls.__name__)
-
-
-def check_texts(texts: Any, what: str) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{what}: expected a list of strings, got a single string; wrap it: [text]")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{what}[{i}]: expected a string, got {type(t).__name__}")
-    return texts
-
-
-def model_max_length(model: torch.nn.Module, tokenizer: Any) -> int:
-    """The longest input the backbone accepts (tokenizer limit, else its position embeddings)."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < _UNBOUNDED:
-        return limit
-    positions = getattr(model.config, "max_position_embeddings", None)
-    return int(positions) if positions else _UNBOUNDED
-
-
-def effective_length(requested: int, limit: int, name: str) -> int:
-    if requested > limit:
-        logger.warning("%s=%d exceeds what the model accepts; using %d", name, requested, limit)
-        return limit
-    return requested
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Average of the unmasked token vectors: (B, L, d), (B, L) -> (B, d). One bmm, no (B, L, d) copy."""
-    m = mask.to(hidden.dtype).unsqueeze(1)  # (B, 1, L)
-    summed = torch.bmm(m, hidden).squeeze(1)
-    return summed / m.sum(-1).clamp(min=1e-9)
-
-
-@contextlib.contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """Evaluate without dropout, then give the module back in the mode it was in (mid-training eval)."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-def progress_flag(show_progress: bool | None) -> bool | None:
-    """``show_progress`` (None = auto) as tqdm's ``disable``."""
-    return None if show_progress is None else not show_progress
-
-
-def length_sorted_batches(
-    n: int,
-    char_lengths: Sequence[int],
-    tokenize,
-    batch_size: int,
-    pad_values: dict[str, int],
-    device: torch.device,
-    *,
-    desc: str = "",
-    show_progress: bool | None = None,
-) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-    """Yield ``(indices, padded model inputs)`` in decreasing token length; callers scatter by index.
-
-    Texts are ordered by character length, tokenized ``TOKENIZE_CHUNK`` at a time by
-    ``tokenize(indices) -> {name: list of id lists}`` (no padding), re-sorted by their true token
-    length inside the chunk and padded only to the longest sequence of each batch (right padding).
-    The attention mask comes from the lengths. Longest first, so the peak memory shows up at once.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.argsort(-np.asarray(char_lengths, dtype=np.int64), kind="stable")
-    chunks = [order[s:s + TOKENIZE_CHUNK] for s in range(0, n, TOKENIZE_CHUNK)]
-    # On an accelerator the next chunk is tokenized in a thread while the device works on this one
-    # (the tokenizers release the GIL). On CPU both would fight for the same cores.
-    pool = ThreadPoolExecutor(max_workers=1) if device.type != "cpu" and len(chunks) > 1 else None
-    try:
-        pending = pool.submit(tokenize, chunks[0]) if pool and chunks else None
-        with progress(total=n, desc=desc, disable=progress_flag(show_progress), unit="text") as bar:
-            for c, chunk in enumerate(chunks):
-                if pool is not None:
-                    features = pending.result()
-                    if c + 1 < len(chunks):
-                        pending = pool.submit(tokenize, chunks[c + 1])
-                else:
-                    features = tokenize(chunk)
-                for rows, batch in _padded(features, batch_size, pad_values, device):
-                    yield chunk[rows], batch
-                    bar.update(len(rows))
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _padded(features: dict[str, list[list[int]]], batch_size: int, pad_values: dict[str, int],
-            device: torch.device) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-    """Batches of one tokenized chunk, longest first, each padded to its own longest sequence."""
-    ids = features["input_ids"]
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    local = np.argsort(-lengths, kind="stable")
-    for b in range(0, len(local), batch_size):
-        rows = local[b:b + batch_size]
-        width = int(lengths[rows[0]])
-        batch: dict[str, torch.Tensor] = {}
-        for name, seqs in features.items():
-            arr = np.full((len(rows), width), pad_values.get(name, 0), dtype=np.int64)
-            for r, i in enumerate(rows):
-                seq = seqs[i]
-                arr[r, :len(seq)] = seq
-            batch[name] = torch.from_numpy(arr)
-        batch["attention_mask"] = torch.from_numpy(
-            (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64))
-        if device.type == "cuda":
-            batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-        elif device.type != "cpu":
-            batch = {k: v.to(device) for k, v in batch.items()}
-        yield rows, batch
-
-
-class Collector:
-    """Scatter per-batch results into an input-ordered float32 array without a device sync per batch.
-
-    On CPU rows are written straight into the output; on an accelerator results stay on the device
-    and are copied back every ``flush_rows`` rows, so the device never waits for the host.
-    """
-
-    def __init__(self, shape: tuple[int, ...], device: torch.device, flush_rows: int = TOKENIZE_CHUNK):
-        self.out = np.empty(shape, dtype=np.float32)
-        self.on_cpu = device.type == "cpu"
-        self.flush_rows = flush_rows
-        self._idx: list[np.ndarray] = []
-        self._vals: list[torch.Tensor] = []
-        self._rows = 0
-
-    def add(self, idx: np.ndarray, values: torch.Tensor) -> None:
-        if self.on_cpu:
-            self.out[idx] = values.float().numpy()
-            return
-        self._idx.append(idx)
-        self._vals.append(values.float())
-        self._rows += len(idx)
-        if self._rows >= self.flush_rows:
-            self.flush()
-
-    def flush(self) -> np.ndarray:
-        if self._vals:
-            self.out[np.concatenate(self._idx)] = torch.cat(self._vals).cpu().numpy()
-            self._idx, self._vals, self._rows = [], [], 0
-        return self.out
-
-
-# ------------------------------------------------------------------ reduced-precision inference
 def check_precision(dtype: Any, device: torch.device | None = None) -> str:
     """``dtype`` if it names an inference copy; with ``device``, also that the copy can run there
     (every one but bf16 runs on CPU only)."""
@@ -274,13 +110,13 @@ def reduced_precision(model: torch.nn.Module, dtype: str, *, keep_fp32: Sequence
             spec = {name: per_channel_dynamic_qconfig for name in int8_layers(model)}
             mapping = {torch.nn.Linear: _int8_linear_class()}
             model = quantize_dynamic(model, spec, dtype=torch.qint8, mapping=mapping)
-        if _native_cpu_bf16():  # the layers kept out of int8 run in bf16 where that is native
+        if native_cpu_bf16():  # the layers kept out of int8 run in bf16 where that is native
             for name, m in list(model.named_modules()):
                 if isinstance(m, torch.nn.Linear) and m.out_features > 1 and name not in spec:
                     parent, _, attr = name.rpartition(".")
                     setattr(model.get_submodule(parent) if parent else model, attr, Bf16Linear(m))
         return model
-    if device.type == "cpu" and not _native_cpu_bf16():
+    if device.type == "cpu" and not native_cpu_bf16():
         logger.warning("this CPU has no bf16 instructions (AVX512-BF16 / AMX): bf16 inference is emulated "
                        "and slower than float32")
     model.to(torch.bfloat16)
@@ -343,5 +179,6 @@ def _int8_linear_class() -> type:
     return Int8Linear
 
 
-def _native_cpu_bf16() -> bool:
+def native_cpu_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX): then bf16 layers run natively."""
     return cpu_features().bf16

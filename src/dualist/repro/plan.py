@@ -1,0 +1,350 @@
+"""``dualist repro``: the paper's comparison on a BEIR dataset, end to end, as a plan over the stages.
+
+Each step is a stage of :mod:`dualist.stages` (skipped when its output is up to date, so an
+interrupted run continues where it stopped and a changed setting recomputes only what depends on it):
+
+1. BM25 candidates for train / dev / test (a seeded dev slice is carved from train when missing; the
+   dataset's graded train qrels replace BEIR's where it ships them, ``train_qrels``);
+2. the cross-attention teacher (listwise softmax CE), best checkpoint chosen on dev; with
+   ``mined_negatives``, dense hard negatives replace BM25's training candidates; with ``teacher_folds``,
+   fold-teachers for cross-fitted scores;
+3. teacher scores for the training candidates (cached, resumable);
+4. dual-encoder students from the same starting weights and budget: one-hot and each distillation loss;
+5. evaluation of BM25, the zero-shot starting DE, the teacher and every student: re-rank mode
+   (BM25 top-K; MRR@10, nDCG@10) and, for dual-encoders, retrieval mode (nDCG@10, Recall@100);
+6. the report: diagnostics, ``report/index.html``, ``report/report.md`` and ``results.json``.
+
+The budgets come from a :class:`~dualist.repro.profiles.Profile`; this module only turns them into
+stage configs and names the outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from dualist._io import read_json
+from dualist.config import opt
+from dualist.data import Dataset
+from dualist.losses import LOSS_NAMES, requires_teacher
+from dualist.repro.profiles import Profile, get_profile
+from dualist.repro.samples import Samples
+
+if TYPE_CHECKING:
+    from dualist.models import DualEncoderConfig
+    from dualist.stages import EvaluatedModel, StudentConfig, TeacherConfig
+
+__all__ = ["ReproArgs", "run_repro", "resolve_profile", "StudentRun"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReproArgs:
+    dataset: str = opt("scifact", "BEIR folder path, or a dataset name (looked up under --data-root, then "
+                                  "downloaded into the cache when online)")
+    data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT, if set)")
+    profile: Literal["quick", "full"] = opt("quick", "budget: quick (every row and plot at smoke scale; "
+                                                     "15 min on SciFact on 2 CPU cores) or full (67 min on SciFact, "
+                                                     "about 70 on NFCorpus)")
+    out: str = opt("", "work folder (default: repro/<dataset>-<profile>)")
+    seeds: int = opt(1, "train every student with this many seeds; >1 reports mean ± std and a paired "
+                        "significance test against the one-hot DE")
+    losses: list[str] = opt(list(LOSS_NAMES), "student losses to train (comma-separated)")
+    scale: float = opt(1.0, "multiply every step budget (e.g. 4 on a GPU)")
+    model: str = opt("minilm-l6", "backbone of teacher and students: alias, Hugging Face id or local path")
+    override: list[str] = opt([], "override profile fields as key=value pairs, comma-separated, e.g. "
+                                  "teacher_steps=400,student_layers=6 (see dualist.repro.profiles)")
+    device: str = opt("auto", "cpu, cuda, or auto")
+    seed: int = opt(13, "base seed (dev carving, teacher; student seed i uses seed + i)")
+    check: bool = opt(False, "rerun the conditions of the reproduction matrix and print OK/FAIL per row")
+    matrix: str = opt("", "reproduction matrix YAML for --check / --table (default: the packaged one)")
+    table: bool = opt(False, "print the README results table generated from the matrix, then exit")
+    record: bool = opt(False, "after the run, write its figures into the matrix (--matrix, default: the packaged "
+                              "one), replacing the entry of the same dataset and profile; the run's minutes go in "
+                              "wall_minutes, or in resumed_run_minutes when it continued an earlier work folder")
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    """One student of the plan: its loss, which of the seeds it is, and that seed's value."""
+
+    loss: str
+    index: int  # 0 .. seeds - 1
+    seed: int   # base seed + index
+
+    @property
+    def folder(self) -> str:
+        return f"student-{self.loss}-s{self.seed}"
+
+    @property
+    def result_name(self) -> str:
+        return f"{self.loss}-s{self.index}"
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        logger.info("== stage: %s", name)
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - t0
+            logger.info("== stage %s took %.1fs", name, time.time() - t0)
+
+
+def resolve_profile(args: ReproArgs) -> Profile:
+    """The profile named by ``args`` with its ``--override`` values and ``--scale`` applied."""
+    from dualist.config import config_from_dict
+    from dualist.errors import ConfigError
+
+    prof = get_profile(args.profile)
+    if args.override:
+        values = dataclasses.asdict(prof)
+        for item in args.override:
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in values or key.strip() == "name":
+                raise ConfigError(f"--override: expected key=value with key among "
+                                  f"{[k for k in values if k != 'name']}, got {item!r}")
+            values[key.strip()] = yaml.safe_load(value)
+        prof = config_from_dict(Profile, values, where="--override")
+    return prof.scaled(args.scale)
+
+
+def run_repro(args: ReproArgs) -> dict[str, Any]:
+    """Run (or resume) the reproduction and write the report; returns the contents of ``results.json``."""
+    from dualist import stages
+    from dualist.data import read_trec_run
+    from dualist.diagnostics import pick_probe_query, select_probe_docs
+    from dualist.errors import ConfigError
+
+    unknown = sorted(set(args.losses) - set(LOSS_NAMES))
+    if unknown:
+        raise ConfigError(f"--losses: unknown {unknown}; choose from {list(LOSS_NAMES)}")
+    prof = resolve_profile(args)
+    data_path = stages.resolve_dataset(args.dataset, args.data_root)
+    graded = (stages.graded_train_qrels(data_path) if prof.train_qrels == "auto" and Path(data_path).is_dir()
+              else None)
+    ds = stages.load_dataset(data_path, dev_fraction=0.1, seed=args.seed, train_qrels=graded)
+    min_grade = prof.graded_min_grade if graded is not None else 1
+    if graded is not None:
+        logger.info("training on the graded qrels %s; positives need grade >= %d", graded.name, min_grade)
+    name = Path(data_path).name if Path(data_path).is_dir() else args.dataset
+    work = Path(args.out or f"repro/{name}-{prof.name}")
+    resumed = work.is_dir() and any(work.iterdir())  # then the wall time is not a fresh run's
+    work.mkdir(parents=True, exist_ok=True)
+    timer, t_start = _Timer(), time.time()
+    logger.info("reproduction on %s (%s profile) in %s", name, prof.name, work)
+
+    with timer.stage("bm25 candidates"):
+        cands = {split: stages.candidates_stage(ds, stages.CandidatesConfig(split, prof.candidates_k),
+                                                work / "runs" / f"{split}.bm25.trec")
+                 for split in ("train", "dev", "test")}
+    runs = {split: read_trec_run(path) for split, path in cands.items()}
+    samples = Samples.of(ds, runs, prof, args.seed, min_grade=min_grade)
+    # the score-evolution probe: 5 positives and 5 hard negatives of a query the students train on
+    probe_qid = pick_probe_query(ds.qrels_for("train"), samples.train_run)
+    probe = stages.training_probe(ds, probe_qid, *select_probe_docs(probe_qid, ds.qrels_for("train"), runs["train"]))
+
+    with timer.stage("teacher training"):
+        teacher = stages.teacher_stage(ds, _teacher(prof, args, cands, samples), work / "models" / "teacher",
+                                       probes=[probe])
+    train_cands = cands["train"]
+    if prof.mined_negatives:
+        with timer.stage("mining"):
+            train_cands, samples = _mined(ds, prof, args, work, teacher, samples)
+    fold_teachers: tuple[Path, ...] = ()
+    if prof.teacher_folds >= 2:
+        with timer.stage("fold teachers"):
+            fold_teachers = _fold_teachers(ds, prof, args, work, cands, samples, probe)
+    with timer.stage("teacher scoring"):
+        scores = stages.scores_stage(ds, stages.ScoresConfig(
+            teacher=teacher, candidates=train_cands, depth=prof.score_depth, batch_size=prof.batch_size_infer,
+            max_positives=samples.max_positives or None, train_queries=samples.train_ids, force=True,
+            fold_teachers=fold_teachers, fold_seed=samples.seed),
+            work / "scores" / "train.teacher.parquet")
+        assert scores is not None  # unsharded: the whole cache
+    students: dict[StudentRun, Path] = {}
+    with timer.stage("student training"):
+        for s in range(args.seeds):
+            for loss in args.losses:
+                run = StudentRun(loss, s, args.seed + s)
+                students[run] = stages.student_stage(
+                    ds, _student(prof, args, {**cands, "train": train_cands}, samples, run, scores),
+                    work / "models" / run.folder, probes=[probe])
+    with timer.stage("evaluation"):
+        evaluated = _evaluate(ds, prof, args, work, cands, teacher, students)
+    with timer.stage("diagnostics and report"):
+        stages.report_stage(ds, stages.ReportConfig(
+            title=f"dualist reproduction: {name} ({prof.name} profile)", models=evaluated,
+            results_path=work / "results.json", seeds=args.seeds, gap_queries=prof.gap_queries,
+            notes=(prof.notes,) if prof.notes else (), settings=_settings(ds, name, prof, args, samples, resumed),
+            timings=dict(timer.seconds), started_at=t_start, header={"dataset": name, "profile": prof.name},
+            trained=_trained(work, args, students)),
+            work / "report")
+    logger.info("reproduction finished in %.1f min; report: %s", (time.time() - t_start) / 60,
+                work / "report" / "index.html")
+    results = read_json(work / "results.json")
+    _print_summary(results, work / "report" / "index.html")
+    return results
+
+
+def _print_summary(results: dict[str, Any], report: Path) -> None:
+    """What a finished run says on the console: the results table, the claims and where the report is."""
+    from dualist.report import markdown_table
+    from dualist.report.summary import table_columns
+
+    print(markdown_table(results["rows"], table_columns(results["settings"]["seeds"])))
+    print("\n".join(c["text"] for c in results["claims"]))
+    print(f"report: {report}")
+
+
+def _mined(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, teacher: Path,
+           samples: Samples) -> tuple[Path, Samples]:
+    """The mined training candidates (``mined_negatives``) and the samples over them: the zero-shot DE's
+    top ``score_depth`` over the whole corpus, without judged documents and without the ones the teacher
+    scores like a judged positive."""
+    from dualist.data import read_trec_run
+    from dualist.stages import MineConfig, mine_stage
+
+    path = mine_stage(ds, MineConfig(model=_student_model(prof, args.model), teacher=teacher, k=prof.score_depth,
+                                     batch_size=prof.batch_size_infer), work / "runs" / "train.mined.trec")
+    mined = read_trec_run(path)
+    train_run = {q: mined[q] for q in samples.train_run if mined.get(q)}
+    logger.info("mined negatives for %d of %d training queries", len(train_run), len(samples.train_run))
+    return path, dataclasses.replace(samples, train_run=train_run, mined=True)
+
+
+def _fold_teachers(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: dict[str, Path],
+                   samples: Samples, probe: Any) -> tuple[Path, ...]:
+    """``teacher_folds`` teachers, fold ``f``'s trained on every training query outside fold ``f``."""
+    from dualist import stages
+    from dualist.training.folds import assign_folds, fold_datasets
+
+    folds = assign_folds(list(ds.qrels_for("train")), prof.teacher_folds, samples.seed, texts=ds.queries)
+    return tuple(stages.teacher_stage(fold_ds, _teacher(prof, args, cands, samples),
+                                      work / "models" / f"teacher-fold-{f}", probes=[probe])
+                 for f, fold_ds in enumerate(fold_datasets(ds, "train", folds)))
+
+
+def _trained(work: Path, args: ReproArgs, students: dict[StudentRun, Path]) -> tuple[tuple[str, Path], ...]:
+    """(label, training folder) of the teacher and each student, for the report's checkpoint selection."""
+    from dualist.report.labels import model_label
+
+    runs = sorted(students, key=lambda r: (list(args.losses).index(r.loss), r.index))
+    return ((model_label("teacher"), work / "models" / "teacher"),
+            *((f"{model_label(r.loss)} (seed {r.seed})", work / "models" / r.folder) for r in runs))
+
+
+def _teacher(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples) -> TeacherConfig:
+    from dualist.models import CrossEncoderConfig
+    from dualist.stages import TeacherConfig
+    from dualist.training import TrainConfig
+
+    model = CrossEncoderConfig(model=args.model, num_layers=prof.teacher_layers, max_length=prof.teacher_max_length,
+                               pooling=prof.teacher_pooling)
+    train = TrainConfig(max_steps=prof.teacher_steps, batch_size=prof.teacher_batch_size, lr=prof.teacher_lr,
+                        num_negatives=prof.teacher_negatives, negatives="range", neg_rank_min=1,
+                        neg_rank_max=prof.candidates_k, seed=args.seed, device=args.device,
+                        probe_every=prof.probe_every, select_metric="ndcg@10", eval_every=prof.teacher_eval_every,
+                        max_positives=samples.max_positives, lean_activations=prof.lean_activations,
+                        min_positive_grade=samples.min_grade, eval_start=prof.eval_start)
+    return TeacherConfig(model=model, train=train, candidates=cands["train"], dev_split="dev",
+                         dev_candidates=cands["dev"], dev_depth=prof.dev_depth, select_queries=samples.select_ids,
+                         batch_size=prof.batch_size_infer)
+
+
+def _student_model(prof: Profile, model: str) -> DualEncoderConfig:
+    from dualist.models import DualEncoderConfig
+
+    return DualEncoderConfig(model=model, num_layers=prof.student_layers, pooling="mean", normalize=True,
+                             similarity="dot", temperature=0.05, query_max_length=prof.query_max_length,
+                             doc_max_length=prof.doc_max_length)
+
+
+def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples, run: StudentRun,
+             scores: Path) -> StudentConfig:
+    from dualist.losses import SCORE_MATCHING
+    from dualist.stages import StudentConfig
+    from dualist.training import TrainConfig
+
+    # Negatives come from the ranks the teacher scored, so every distillation loss sees teacher scores
+    # for all of its candidates; the one-hot student draws from the same ranks for a fair comparison.
+    train = TrainConfig(max_steps=prof.student_steps, batch_size=prof.student_batch_size, lr=prof.student_lr,
+                        num_negatives=prof.student_negatives, negatives="range", neg_rank_min=1,
+                        neg_rank_max=prof.score_depth, seed=run.seed, device=args.device,
+                        probe_every=prof.probe_every, select_metric="ndcg@10", max_positives=samples.max_positives,
+                        freeze_layers=prof.student_freeze_layers, lean_activations=prof.lean_activations,
+                        min_positive_grade=samples.min_grade, eval_start=prof.eval_start,
+                        eval_every=prof.student_eval_every, in_batch_negatives=prof.in_batch,
+                        in_batch_weight=prof.in_batch_weight,
+                        teacher_calibration="fit" if prof.calibrate and run.loss in SCORE_MATCHING else "none")
+    return StudentConfig(model=_student_model(prof, args.model), train=train, candidates=cands["train"],
+                         loss=run.loss, teacher_scores=scores if requires_teacher(run.loss) else None,
+                         dev_split="dev", dev_candidates=cands["dev"], dev_depth=prof.dev_depth,
+                         train_queries=samples.train_ids, select_queries=samples.select_ids,
+                         batch_size=prof.batch_size_infer)
+
+
+def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: dict[str, Path], teacher: Path,
+              students: dict[StudentRun, Path]) -> tuple[EvaluatedModel, ...]:
+    from dualist.models import PrefixCache
+    from dualist.stages import EvaluatedModel, EvaluationConfig, evaluation_stage
+
+    # Students trained with frozen bottom layers share them with their zero-shot start: the corpus goes
+    # through those layers once for all of them (a speed setting: results equal within float rounding).
+    shared = PrefixCache(prof.student_freeze_layers) if prof.student_freeze_layers else None
+
+    def evaluate(name: str, model: Path | DualEncoderConfig | None) -> Path:
+        cfg = EvaluationConfig(name=name, model=model, test_candidates=cands["test"], dev_candidates=cands["dev"],
+                               train_candidates=cands["train"], rerank_depth=prof.rerank_depth,
+                               dev_depth=prof.dev_depth, gap_queries=prof.gap_queries,
+                               batch_size=prof.batch_size_infer, runs_dir=work / "runs")
+        return evaluation_stage(ds, cfg, work / "results" / f"{name}.json", prefix_cache=shared)
+
+    models = [EvaluatedModel("bm25", "bm25", (evaluate("bm25", None),)),
+              EvaluatedModel("zeroshot", "dual_encoder", (evaluate("zeroshot", _student_model(prof, args.model)),)),
+              EvaluatedModel("teacher", "cross_encoder", (evaluate("teacher", teacher),),
+                             probes=work / "models" / "teacher" / "probes.jsonl")]
+    for loss in args.losses:
+        runs = [run for run in students if run.loss == loss]
+        models.append(EvaluatedModel(loss, "dual_encoder",
+                                     tuple(evaluate(run.result_name, students[run]) for run in runs),
+                                     probes=work / "models" / runs[0].folder / "probes.jsonl"))
+    return tuple(models)
+
+
+def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: Samples,
+              resumed: bool) -> dict[str, Any]:
+    carved = getattr(ds, "carved_dev", None)
+    settings: dict[str, Any] = {
+        "dataset": name, "profile": dataclasses.asdict(prof), "seeds": args.seeds, "base_seed": args.seed,
+        "losses": list(args.losses), "device": args.device,
+        "dev split": (f"carved from train (fraction {carved['fraction']}, seed {carved['seed']})" if carved
+                      else "the dataset's own dev split"),
+        "queries (train/dev/test)": [len(ds.queries_for(s)) for s in ("train", "dev", "test")],
+        "training queries scored and trained on": len(samples.train_run),
+        "training candidates": ("mined (zero-shot DE over the corpus, teacher-denoised)" if samples.mined
+                                else "BM25"),
+        "positives per training query": samples.max_positives or "all",
+        "dev queries for checkpoint selection": (len(samples.select_ids) if samples.select_ids is not None
+                                                 else len(ds.queries_for("dev"))),
+        "documents": len(ds.corpus),
+        "training qrels": getattr(ds, "train_qrels_file", "qrels/train.tsv (BEIR)"),
+        "positive grade": f">= {samples.min_grade}",
+        "resumed work folder": resumed}
+    if args.override:
+        settings["override"] = list(args.override)
+    return settings
