@@ -328,6 +328,12 @@ def cmd_evaluate(ns: argparse.Namespace, cfg: dict) -> None:
         _write_resolved(a.out, {"data": d, "args": a})
 
 
+def cmd_serve(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.serving import ServeConfig, serve
+
+    serve(config_from_args(ServeConfig, ns, cfg))
+
+
 def cmd_repro(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.repro import ReproArgs, run_repro
 
@@ -340,6 +346,7 @@ def _subcommands() -> list[tuple[str, Any, str, list[tuple[type, str | None, str
     """(name, handler, help, [(config class, yaml section, title)]) for each subcommand."""
     from dualist.models import CrossEncoderConfig, DualEncoderConfig
     from dualist.repro import ReproArgs
+    from dualist.serving import ServeConfig
     from dualist.training import TrainConfig
 
     return [
@@ -364,6 +371,9 @@ def _subcommands() -> list[tuple[str, Any, str, list[tuple[type, str | None, str
          [(DataArgs, None, "data"), (RerankArgs, None, "rerank")]),
         ("evaluate", cmd_evaluate, "evaluate a TREC run (trec_eval semantics: nDCG, MRR, recall, MAP...)",
          [(DataArgs, None, "data"), (EvaluateArgs, None, "evaluation")]),
+        ("serve", cmd_serve, "serve a dual-encoder and an index over HTTP (FastAPI + uvicorn): search, rerank, "
+                             "encode, health, metrics; needs pip install 'dualist[serve]'",
+         [(ServeConfig, None, "serving")]),
         ("repro", cmd_repro, "reproduce the paper's comparison on a BEIR dataset, with diagnostics and a report",
          [(ReproArgs, None, "reproduction")]),
     ]
