@@ -259,8 +259,8 @@ def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
-    from dualist.evaluation.modes import _search_space, encode_corpus
-    from dualist.index import ExactIndex, FaissIndex
+    from dualist.evaluation.modes import _search_space, encode_corpus, index_corpus
+    from dualist.index import ExactIndexWriter, FaissIndex
     from dualist.stages import load_model
 
     d = config_from_args(DataArgs, ns, cfg)
@@ -268,10 +268,15 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     out = _need(a.out, "--out", "the index folder to write")
     ds = _dataset(d)
     model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
-    ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
-    index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory)
-    index.add(ids, _search_space(model, emb))
-    index.save(out)
+    if a.backend == "exact":  # streamed to disk slice by slice: memory stays bounded on any corpus
+        with ExactIndexWriter(out) as writer:
+            index_corpus(model, ds, writer, batch_size=a.batch_size)
+        ids = ds.corpus
+    else:
+        ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
+        index = FaissIndex(factory=a.factory)
+        index.add(ids, _search_space(model, emb))
+        index.save(out)
     _write_resolved(out, {"data": d, "args": a})
     print(f"indexed {len(ids)} documents into {out} ({a.backend})")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["rerank", "retrieve", "top_k", "encode_corpus"]
+__all__ = ["rerank", "retrieve", "top_k", "encode_corpus", "index_corpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,21 @@ def encode_corpus(model: Any, dataset: Any, doc_ids: list[str] | None = None, *,
     emb = model.encode_docs([dataset.doc_text(d) for d in ids], batch_size=batch_size,
                             show_progress=show_progress)
     return ids, emb
+
+
+def index_corpus(model: Any, dataset: Any, index: Any, *, batch_size: int = 64, slice_docs: int = 16384,
+                 show_progress: bool | None = None) -> Any:
+    """Embed the corpus ``slice_docs`` documents at a time into ``index`` (in the model's search space).
+
+    ``index`` is anything with ``add(ids, embeddings)``: an index, or an
+    :class:`~dualist.index.ExactIndexWriter`, which keeps memory bounded whatever the corpus size.
+    """
+    ids = list(dataset.corpus)
+    for start in range(0, len(ids), slice_docs):
+        part, emb = encode_corpus(model, dataset, ids[start:start + slice_docs], batch_size=batch_size,
+                                  show_progress=show_progress)
+        index.add(part, _search_space(model, emb))
+    return index
 
 
 def rerank(model: Any, dataset: Any, queries: dict[str, str], candidates: dict[str, dict[str, float]], *,

@@ -20,10 +20,10 @@ from typing import Any
 from dualist.errors import DataError
 
 from .base import BaseIndex, SearchResults, read_params
-from .exact import ExactIndex
+from .exact import ExactIndex, ExactIndexWriter
 from .faiss_index import FaissIndex
 
-__all__ = ["BaseIndex", "SearchResults", "ExactIndex", "FaissIndex", "load_index", "INDEX_TYPES"]
+__all__ = ["BaseIndex", "SearchResults", "ExactIndex", "ExactIndexWriter", "FaissIndex", "load_index", "INDEX_TYPES"]
 
 # params.json "type" -> class that reads it
 INDEX_TYPES: dict[str, type[BaseIndex]] = {ExactIndex.type_name: ExactIndex, FaissIndex.type_name: FaissIndex}
