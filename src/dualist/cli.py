@@ -111,6 +111,10 @@ class SearchArgs:
     batch_size: int = opt(64, "texts per forward pass")
     precision: Precision = opt("fp32", PRECISION_HELP)
     out: str = opt("", "output TREC run file")
+    mode: Literal["dense", "bm25", "hybrid"] = opt("dense", "dense index search, BM25, or both fused (hybrid)")
+    fusion: Literal["rrf", "sum"] = opt("rrf", "hybrid fusion: reciprocal rank fusion or min-max normalized score "
+                                               "sum")
+    fusion_depth: int = opt(100, "hybrid: hits taken from BM25 and from the dense search before fusion")
 
 
 @dataclass
@@ -284,15 +288,24 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.data import write_trec_run
     from dualist.index import load_index
-    from dualist.stages import load_model, run_rerank, run_retrieve
+    from dualist.stages import load_model, run_hybrid, run_rerank, run_retrieve
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(SearchArgs, ns, cfg)
     out = _need(a.out, "--out", "the TREC run file to write")
     ds = _dataset(d)
-    model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
-    index = load_index(a.index) if a.index else None
-    run = run_retrieve(model, ds, a.split, k=a.k, index=index, batch_size=a.batch_size)
+    if a.mode == "bm25":
+        from dualist.candidates import BM25Retriever
+
+        run = BM25Retriever().index(ds.corpus).search(ds.queries_for(a.split), k=a.k)
+    else:
+        model = load_model(_need(a.model, "--model", "a dual-encoder folder"), precision=a.precision)
+        index = load_index(a.index) if a.index else None
+        if a.mode == "hybrid":
+            run = run_hybrid(model, ds, a.split, k=a.k, method=a.fusion, depth=a.fusion_depth, index=index,
+                             batch_size=a.batch_size)
+        else:
+            run = run_retrieve(model, ds, a.split, k=a.k, index=index, batch_size=a.batch_size)
     if a.rerank_with:
         ce = load_model(a.rerank_with, precision=a.precision)
         run = run_rerank(ce, ds, a.split, run, depth=a.rerank_depth, batch_size=a.batch_size)
