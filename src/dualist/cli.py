@@ -138,6 +138,22 @@ class EvaluateArgs:
     out: str = opt("", "write mean and per-query values as JSON here (empty = print only)")
 
 
+@dataclass
+class PushArgs:
+    model: str = opt("", "saved model folder to upload (its README.md model card is refreshed first)")
+    repo_id: str = opt("", "Hub repository, e.g. my-org/scifact-m3se-student")
+    private: bool = opt(False, "create the repository as private")
+    token: str = opt("", "Hub token (empty = the one huggingface_hub finds: HF_TOKEN or the saved login)")
+
+
+@dataclass
+class CardArgs:
+    model: str = opt("", "saved model folder whose README.md model card to (re)write")
+    results: str = opt("", "results JSON from 'dualist evaluate --out' to record (its mean figures)")
+    split: str = opt("test", "which split the --results figures are on")
+    name: str = opt("", "title of the card (empty = keep)")
+
+
 # --------------------------------------------------------------------------- helpers
 def _need(value: str, flag: str, what: str) -> str:
     if not value:
@@ -352,6 +368,32 @@ def cmd_serve(ns: argparse.Namespace, cfg: dict) -> None:
     serve(config_from_args(ServeConfig, ns, cfg))
 
 
+def cmd_push(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.models.hub import push_to_hub
+
+    a = config_from_args(PushArgs, ns, cfg)
+    url = push_to_hub(_need(a.model, "--model", "the model folder to upload"),
+                      _need(a.repo_id, "--repo-id", "the Hub repository (user-or-org/name)"),
+                      private=a.private, token=a.token or None)
+    print(f"pushed {a.model} to {url}")
+
+
+def cmd_card(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist._io import read_json
+    from dualist.models.card import write_model_card
+
+    a = config_from_args(CardArgs, ns, cfg)
+    folder = _need(a.model, "--model", "the model folder")
+    results = None
+    if a.results:
+        mean = read_json(a.results).get("mean")
+        if not isinstance(mean, dict):
+            raise ConfigError(f"{a.results}: no 'mean' figures (write it with 'dualist evaluate --out')")
+        results = {a.split: mean}
+    path = write_model_card(folder, results=results, name=a.name or None)
+    print(f"wrote {path}")
+
+
 def cmd_repro(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.repro import ReproArgs, run_repro
 
@@ -392,6 +434,10 @@ def _subcommands() -> list[tuple[str, Any, str, list[tuple[type, str | None, str
         ("serve", cmd_serve, "serve a dual-encoder and an index over HTTP (FastAPI + uvicorn): search, rerank, "
                              "encode, health, metrics; needs pip install 'dualist[serve]'",
          [(ServeConfig, None, "serving")]),
+        ("card", cmd_card, "(re)write a model folder's README.md model card, optionally adding evaluation figures",
+         [(CardArgs, None, "model card")]),
+        ("push", cmd_push, "upload a model folder (with its model card) to the Hugging Face Hub",
+         [(PushArgs, None, "push")]),
         ("repro", cmd_repro, "reproduce the paper's comparison on a BEIR dataset, with diagnostics and a report",
          [(ReproArgs, None, "reproduction")]),
     ]
