@@ -93,11 +93,17 @@ class StudentArgs:
 @dataclass
 class IndexArgs:
     model: str = opt("", "dual-encoder folder (from 'dualist train-student') or a model spec")
-    backend: Literal["exact", "faiss"] = opt("exact", "exact inner product (numpy) or a FAISS index")
+    backend: Literal["exact", "faiss", "milvus"] = opt("exact", "exact inner product (numpy), a FAISS index, or Milvus")
     factory: str = opt("Flat", "FAISS index factory string when --backend faiss (Flat, HNSW32, IVF256,PQ32...)")
     batch_size: int = opt(64, "documents per forward pass")
     precision: Precision = opt("fp32", PRECISION_HELP)
     out: str = opt("", "output index folder")
+    milvus_uri: str = opt("", "--backend milvus: a server URI (http://host:19530); empty = milvus-lite in the "
+                              "index folder")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT"] = opt("HNSW", "--backend milvus: FLAT (exact), HNSW or IVF_FLAT")
+    quantization: Literal["none", "int8", "binary"] = opt("none", "--backend milvus: vector quantization, "
+                                                                  "re-scored exactly (binary needs a server)")
+    collection: str = opt("dualist", "--backend milvus: collection name")
 
 
 @dataclass
@@ -291,6 +297,14 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     if a.backend == "exact":  # streamed to disk slice by slice: memory stays bounded on any corpus
         with ExactIndexWriter(out) as writer:
             index_corpus(model, ds, writer, batch_size=a.batch_size)
+        ids = ds.corpus
+    elif a.backend == "milvus":
+        from dualist.index import MilvusIndex
+
+        index = MilvusIndex(a.milvus_uri or None, collection=a.collection, index_type=a.milvus_index,
+                            quantization=a.quantization)
+        index_corpus(model, ds, index, batch_size=a.batch_size)
+        index.save(out)
         ids = ds.corpus
     else:
         ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
