@@ -35,6 +35,8 @@ class ServeConfig:
     rrf_k: float = opt(60.0, "reciprocal rank fusion constant for hybrid search")
     hybrid_depth: int = opt(100, "hits taken from BM25 and from the dense index before fusion")
     graceful_timeout_s: float = opt(10.0, "on SIGINT/SIGTERM, how long in-flight requests may finish")
+    threads: int = opt(0, "torch threads for the model (0 = torch's default); on a shared machine fewer threads "
+                          "than cores avoids OpenMP spin-waiting")
 
     def check(self) -> None:
         for name in ("max_batch", "max_query_chars", "max_k", "max_texts", "max_body_bytes", "hybrid_depth"):
@@ -42,6 +44,8 @@ class ServeConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if not self.model:

@@ -70,6 +70,10 @@ class SearchService:
 
         cfg.check()
         t0 = time.time()
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
         if model_kind(cfg.model) != "dual_encoder":
             raise ConfigError(f"--model {cfg.model} is a cross-encoder; serve needs a dual-encoder "
                               "(give the cross-encoder as --reranker)")
