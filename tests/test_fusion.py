@@ -100,3 +100,26 @@ def test_hybrid_retrieval_on_the_tiny_dataset(tiny_beir, tiny_bert):
     fused = evaluate(qrels, hybrid(de, ds, queries, k=10, depth=20, bm25_run=bm25, dense_run=dense), ["ndcg@10"])
     alone = evaluate(qrels, dense, ["ndcg@10"])
     assert fused.mean["ndcg@10"] > alone.mean["ndcg@10"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cli_search_modes(tiny_beir, tiny_bert, tmp_path):
+    from dualist.candidates import BM25Retriever
+    from dualist.cli import main
+    from dualist.data import load_beir, read_trec_run
+    from dualist.models import DualEncoder
+
+    DualEncoder(model=str(tiny_bert)).save_pretrained(tmp_path / "student")
+    common = ["--data", str(tiny_beir), "--split", "test", "--k", "10", "-q"]
+    assert main(["search", *common, "--mode", "bm25", "--out", str(tmp_path / "bm25.trec")]) == 0
+    assert main(["search", *common, "--model", str(tmp_path / "student"), "--out", str(tmp_path / "dense.trec"),
+                 "--k", "20"]) == 0
+    assert main(["search", *common, "--model", str(tmp_path / "student"), "--mode", "hybrid", "--fusion", "sum",
+                 "--fusion-depth", "20", "--out", str(tmp_path / "hybrid.trec")]) == 0
+    ds = load_beir(tiny_beir)
+    bm25 = BM25Retriever().index(ds.corpus).search(ds.queries_for("test"), k=20)
+    expected = fuse([bm25, read_trec_run(tmp_path / "dense.trec")], "sum", k=10)
+    got = read_trec_run(tmp_path / "hybrid.trec")
+    assert {q: set(d) for q, d in got.items()} == {q: set(d) for q, d in expected.items()}
+    assert {q: set(d) for q, d in read_trec_run(tmp_path / "bm25.trec").items()} == \
+        {q: set(list(d)[:10]) for q, d in bm25.items()}
