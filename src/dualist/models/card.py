@@ -111,7 +111,7 @@ def render_model_card(meta: dict[str, Any], data: dict[str, Any]) -> str:
             "a cross-encoder (cross-attention) re-ranker: it scores a (query, document) pair jointly")
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(), "---", "",
              f"# {data.get('name', 'dualist ' + ('student' if student else 'teacher'))}", "",
-             data.get("description") or f"This is {role}, trained with [dualist](https://pypi.org/project/dualist/), "
+             data.get("description") or f"This is {role}, {'trained' if training else 'saved'} with dualist, "
              "which implements *In Defense of Dual-Encoders for Neural Ranking* (Menon et al., ICML 2022).", "",
              "## Model", "", f"- Base model: `{base_hub or 'unknown'}`"]
     if cfg.get("num_layers"):
