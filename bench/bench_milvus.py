@@ -46,6 +46,7 @@ def build_milvus(name: str, ids, emb, root: Path):
     for s in range(0, len(ids), 50000):
         index.add(ids[s:s + 50000], emb[s:s + 50000])
     index.save(root / name)
+    index.close()
     index = load_index(root / name)
     index._ensure_loaded()  # flush + load: the collection is searchable
     return index, time.perf_counter() - t0
