@@ -276,6 +276,25 @@ def run_retrieve(model: Any, dataset: Any, split: str, *, k: int = 100, index: A
     return run
 
 
+def run_hybrid(model: Any, dataset: Any, split: str, *, k: int = 100, method: str = "rrf", depth: int = 100,
+               index: Any = None, bm25_run: dict[str, dict[str, float]] | None = None,
+               dense_run: dict[str, dict[str, float]] | None = None, batch_size: int = 64,
+               out: str | Path | None = None, doc_embeddings: Any = None, **fusion: Any) -> dict[str, dict[str, float]]:
+    """Hybrid (BM25 + dense, fused) retrieval for the queries of ``split``; optionally write the run.
+
+    Pass the BM25 candidate run and/or the dense retrieval run already computed to reuse them.
+    """
+    from dualist.data import write_trec_run
+    from dualist.evaluation.modes import hybrid
+
+    run = hybrid(model, dataset, dataset.queries_for(split), k=k, method=method, depth=depth, index=index,
+                 bm25_run=bm25_run, dense_run=dense_run, batch_size=batch_size, doc_embeddings=doc_embeddings,
+                 **fusion)
+    if out is not None:
+        write_trec_run(run, out, tag=f"hybrid-{method}")
+    return run
+
+
 def run_evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: list[str], *,
                  out: str | Path | None = None, ignore_identical_ids: bool = False,
                  info: dict[str, Any] | None = None) -> Any:

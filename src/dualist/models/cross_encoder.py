@@ -53,6 +53,7 @@ from dualist.models._common import (
     with_overrides,
 )
 from dualist.models.backbone import load_pretrained
+from dualist.models.card import write_model_card
 from dualist.models.packed import packable, packed_forward
 
 __all__ = ["CrossEncoderConfig", "CrossEncoder"]
@@ -295,6 +296,7 @@ class CrossEncoder(torch.nn.Module):
         write_meta(path, stage="model", config=self.config,
                    extra={"model_class": "CrossEncoder", "base_model": self.base_model,
                           "layout": "transformers-sequence-classification"})
+        write_model_card(path)  # README.md in the Hub's format; trainers add loss, data, figures
         return path
 
     @classmethod

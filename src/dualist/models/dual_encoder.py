@@ -59,6 +59,7 @@ from dualist.models._common import (
     with_overrides,
 )
 from dualist.models.backbone import freeze_bottom, load_backbone
+from dualist.models.card import write_model_card
 from dualist.models.frozen_prefix import PrefixCache, prefix_fingerprint
 from dualist.models.packed import packable, packed_forward
 
@@ -337,6 +338,7 @@ class DualEncoder(torch.nn.Module):
         write_meta(path, stage="model", config=self.config,
                    extra={"model_class": "DualEncoder", "base_model": self.base_model,
                           "layout": "sentence-transformers" if self.config.shared else "towers:query,doc"})
+        write_model_card(path)  # README.md in the Hub's format; trainers add loss, data, figures
         return path
 
     def _save_tower(self, model: torch.nn.Module, path: Path, max_seq_length: int) -> None:
