@@ -149,13 +149,19 @@ class StudentArgs(TrainingArgs):
 @dataclass
 class IndexArgs:
     model: str = opt("", "dual-encoder folder (from 'dualist train-student') or a model spec")
-    backend: Literal["exact", "faiss"] = opt("exact", "exact inner product (numpy) or a FAISS index")
+    backend: Literal["exact", "faiss", "milvus"] = opt("exact", "exact inner product (numpy), a FAISS index, or Milvus")
     factory: str = opt("Flat", "FAISS index factory string when --backend faiss (Flat, HNSW32, IVF256,PQ32...)")
     batch_size: int = opt(64, "documents per forward pass")
     precision: Precision = opt("fp32", PRECISION_HELP)
     nprobe: int = opt(0, "IVF lists visited per query, saved as the index's default (0 = FAISS's default, 1)")
     ef_search: int = opt(0, "HNSW search beam width, saved as the index's default (0 = FAISS's default, 16)")
     out: str = opt("", "output index folder")
+    milvus_uri: str = opt("", "--backend milvus: a server URI (http://host:19530); empty = milvus-lite in the "
+                              "index folder")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT"] = opt("HNSW", "--backend milvus: FLAT (exact), HNSW or IVF_FLAT")
+    quantization: Literal["none", "int8", "binary"] = opt("none", "--backend milvus: vector quantization, "
+                                                                  "re-scored exactly (binary needs a server)")
+    collection: str = opt("dualist", "--backend milvus: collection name")
     shard: str = opt("", SHARD_HELP)
 
     def __post_init__(self) -> None:
@@ -177,6 +183,10 @@ class SearchArgs:
                          "(0 = the index's own setting)")
     ef_search: int = opt(0, "FAISS HNSW search beam width (0 = the index's own setting)")
     out: str = opt("", "output TREC run file")
+    mode: Literal["dense", "bm25", "hybrid"] = opt("dense", "dense index search, BM25, or both fused (hybrid)")
+    fusion: Literal["rrf", "sum"] = opt("rrf", "hybrid fusion: reciprocal rank fusion or min-max normalized score "
+                                               "sum")
+    fusion_depth: int = opt(100, "hybrid: hits taken from BM25 and from the dense search before fusion")
 
     def __post_init__(self) -> None:
         check.at_least(self, 1, "k", "rerank_depth", "batch_size")
@@ -205,6 +215,22 @@ class EvaluateArgs:
     metrics: list[str] = opt(METRICS_DEFAULT, "comma-separated metrics, e.g. ndcg@10,mrr@10,recall@100,map")
     ignore_identical_ids: bool = opt(False, "drop results whose doc id equals the query id (ArguAna, Quora)")
     out: str = opt("", "write mean and per-query values as JSON here (empty = print only)")
+
+
+@dataclass
+class PushArgs:
+    model: str = opt("", "saved model folder to upload (its README.md model card is refreshed first)")
+    repo_id: str = opt("", "Hub repository, e.g. my-org/scifact-m3se-student")
+    private: bool = opt(False, "create the repository as private")
+    token: str = opt("", "Hub token (empty = the one huggingface_hub finds: HF_TOKEN or the saved login)")
+
+
+@dataclass
+class CardArgs:
+    model: str = opt("", "saved model folder whose README.md model card to (re)write")
+    results: str = opt("", "results JSON from 'dualist evaluate --out' to record (its mean figures)")
+    split: str = opt("test", "which split the --results figures are on")
+    name: str = opt("", "title of the card (empty = keep)")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -461,8 +487,8 @@ def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist._io import fingerprint_files
     from dualist.distributed import parse_shard, world
-    from dualist.evaluation.modes import search_space
-    from dualist.index import ExactIndex, FaissIndex
+    from dualist.evaluation.modes import search_space, encode_corpus, index_corpus
+    from dualist.index import ExactIndex, ExactIndexWriter, FaissIndex
     from dualist.index.shards import encode_sharded, remove_shards
     from dualist.stages import dataset_fingerprint
 
@@ -471,21 +497,45 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
     out = check.output_dir(_need(a.out, "--out", "the index folder to write"))
     if a.backend == "exact" and (a.nprobe or a.ef_search):
         raise ConfigError("--nprobe and --ef-search apply to --backend faiss only")
-    # made before encoding, so a missing faiss fails at once, not after the corpus
-    index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory, nprobe=a.nprobe or None,
-                                                                  ef_search=a.ef_search or None)
+    if a.backend != "milvus" and (a.milvus_uri or a.quantization != "none"):
+        raise ConfigError("--milvus-uri and --quantization apply to --backend milvus only")
+    # made before encoding, so a missing faiss or pymilvus fails at once, not after the corpus
+    if a.backend == "milvus":
+        from dualist.index import MilvusIndex
+
+        index = MilvusIndex(a.milvus_uri or None, collection=a.collection, index_type=a.milvus_index,
+                            quantization=a.quantization)
+    else:
+        index = ExactIndex() if a.backend == "exact" else FaissIndex(factory=a.factory, nprobe=a.nprobe or None,
+                                                                      ef_search=a.ef_search or None)
     ds = _dataset(d)
     model = _model(a.model, "--model", "a dual-encoder folder or a model name (minilm-l6)", a.precision)
-    model_inputs = fingerprint_files([a.model]) if Path(a.model).exists() else a.model
-    encoded = encode_sharded(model, ds, out, shard=parse_shard(a.shard) if a.shard else None,
-                             inputs=[model_inputs, dataset_fingerprint(ds), a.precision], batch_size=a.batch_size)
-    if encoded is None:  # another shard (or rank 0) writes the index
-        print(f"embedded shard {a.shard or world().rank} of {out}")
-        return
-    ids, emb = encoded
-    index.add(ids, search_space(model, emb))
-    index.save(out)
-    remove_shards(out)
+    if a.shard or world().size > 1:  # one slice of the corpus per process or --shard, merged by the last
+        if a.backend == "milvus":
+            raise ConfigError("--backend milvus indexes from one process: drop --shard / torchrun, or index "
+                              "exact/faiss shards")
+        model_inputs = fingerprint_files([a.model]) if Path(a.model).exists() else a.model
+        encoded = encode_sharded(model, ds, out, shard=parse_shard(a.shard) if a.shard else None,
+                                 inputs=[model_inputs, dataset_fingerprint(ds), a.precision], batch_size=a.batch_size)
+        if encoded is None:  # another shard (or rank 0) writes the index
+            print(f"embedded shard {a.shard or world().rank} of {out}")
+            return
+        ids, emb = encoded
+        index.add(ids, search_space(model, emb))
+        index.save(out)
+        remove_shards(out)
+    elif a.backend == "exact":  # streamed to disk slice by slice: memory stays bounded on any corpus
+        with ExactIndexWriter(out) as writer:
+            index_corpus(model, ds, writer, batch_size=a.batch_size)
+        ids = ds.corpus
+    elif a.backend == "milvus":  # inserted slice by slice into the collection
+        index_corpus(model, ds, index, batch_size=a.batch_size)
+        index.save(out)
+        ids = ds.corpus
+    else:  # FAISS trains (IVF, PQ) on the whole corpus at its first add
+        ids, emb = encode_corpus(model, ds, batch_size=a.batch_size)
+        index.add(ids, search_space(model, emb))
+        index.save(out)
     _write_resolved(out, {"data": d, "args": a})
     print(f"indexed {len(ids)} documents into {out} ({a.backend})")
 
@@ -493,7 +543,7 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.data import write_trec_run
     from dualist.index import load_index
-    from dualist.stages import run_rerank, run_retrieve
+    from dualist.stages import run_hybrid, run_rerank, run_retrieve
 
     d = config_from_args(DataArgs, ns, cfg)
     a = config_from_args(SearchArgs, ns, cfg)
@@ -505,8 +555,17 @@ def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
     elif a.nprobe or a.ef_search:
         raise ConfigError("--nprobe and --ef-search set how a FAISS --index is searched; give --index")
     ds = _dataset(d)
-    model = _model(a.model, "--model", "a dual-encoder folder or a model name (minilm-l6)", a.precision)
-    run = run_retrieve(model, ds, a.split, k=a.k, index=index, batch_size=a.batch_size)
+    if a.mode == "bm25":
+        from dualist.candidates import BM25Retriever
+
+        run = BM25Retriever().index(ds.corpus).search(ds.queries_for(a.split), k=a.k)
+    else:
+        model = _model(a.model, "--model", "a dual-encoder folder or a model name (minilm-l6)", a.precision)
+        if a.mode == "hybrid":
+            run = run_hybrid(model, ds, a.split, k=a.k, method=a.fusion, depth=a.fusion_depth, index=index,
+                             batch_size=a.batch_size)
+        else:
+            run = run_retrieve(model, ds, a.split, k=a.k, index=index, batch_size=a.batch_size)
     if a.rerank_with:
         ce = _model(a.rerank_with, "--rerank-with", "a cross-encoder folder", a.precision)
         run = run_rerank(ce, ds, a.split, run, depth=a.rerank_depth, batch_size=a.batch_size)
@@ -553,6 +612,38 @@ def cmd_evaluate(ns: argparse.Namespace, cfg: dict) -> None:
         _write_resolved(a.out, {"data": d, "args": a})
 
 
+def cmd_serve(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.serving import ServeConfig, serve
+
+    serve(config_from_args(ServeConfig, ns, cfg))
+
+
+def cmd_push(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist.models.hub import push_to_hub
+
+    a = config_from_args(PushArgs, ns, cfg)
+    url = push_to_hub(_need(a.model, "--model", "the model folder to upload"),
+                      _need(a.repo_id, "--repo-id", "the Hub repository (user-or-org/name)"),
+                      private=a.private, token=a.token or None)
+    print(f"pushed {a.model} to {url}")
+
+
+def cmd_card(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist._io import read_json
+    from dualist.models.card import write_model_card
+
+    a = config_from_args(CardArgs, ns, cfg)
+    folder = _need(a.model, "--model", "the model folder")
+    results = None
+    if a.results:
+        mean = read_json(a.results).get("mean")
+        if not isinstance(mean, dict):
+            raise ConfigError(f"{a.results}: no 'mean' figures (write it with 'dualist evaluate --out')")
+        results = {a.split: mean}
+    path = write_model_card(folder, results=results, name=a.name or None)
+    print(f"wrote {path}")
+
+
 def cmd_repro(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.repro import ReproArgs, check_matrix, print_table, record_entry, run_repro
 
@@ -572,6 +663,7 @@ def _subcommands() -> list[tuple[str, Any, str, list[tuple[type, str | None, str
     """(name, handler, help, [(config class, yaml section, title)]) for each subcommand."""
     from dualist.models import CrossEncoderConfig, DualEncoderConfig
     from dualist.repro import ReproArgs
+    from dualist.serving import ServeConfig
     from dualist.training import TrainConfig
 
     return [
@@ -599,6 +691,13 @@ def _subcommands() -> list[tuple[str, Any, str, list[tuple[type, str | None, str
          [(DataArgs, None, "data"), (RerankArgs, None, "rerank")]),
         ("evaluate", cmd_evaluate, "evaluate a TREC run (trec_eval semantics: nDCG, MRR, recall, MAP...)",
          [(DataArgs, None, "data"), (EvaluateArgs, None, "evaluation")]),
+        ("serve", cmd_serve, "serve a dual-encoder and an index over HTTP (FastAPI + uvicorn): search, rerank, "
+                             "encode, health, metrics; needs pip install 'dualist[serve]'",
+         [(ServeConfig, None, "serving")]),
+        ("card", cmd_card, "(re)write a model folder's README.md model card, optionally adding evaluation figures",
+         [(CardArgs, None, "model card")]),
+        ("push", cmd_push, "upload a model folder (with its model card) to the Hugging Face Hub",
+         [(PushArgs, None, "push")]),
         ("repro", cmd_repro, "reproduce the paper's comparison on a BEIR dataset, with diagnostics and a report",
          [(ReproArgs, None, "reproduction")]),
     ]

@@ -31,6 +31,7 @@ __all__ = [
     "Hubness",
 ]
 
-from .modes import encode_corpus, rerank, retrieve, top_k  # noqa: E402  (needs the metrics above)
+from .modes import encode_corpus, hybrid, index_corpus, rerank, retrieve, top_k  # noqa: E402  (needs the metrics above)
+from .fusion import fuse, rrf, score_sum  # noqa: E402
 
-__all__ += ["rerank", "retrieve", "top_k", "encode_corpus"]
+__all__ += ["rerank", "retrieve", "hybrid", "top_k", "encode_corpus", "index_corpus", "fuse", "rrf", "score_sum"]

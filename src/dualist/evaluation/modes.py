@@ -2,6 +2,8 @@
 
 * **Re-rank** (the paper's): a model re-scores the same candidate run (BM25 top-K) per query.
 * **Retrieval** (a dual-encoder's real job): search the whole corpus with the model's embeddings.
+* **Hybrid** retrieval: BM25 and the dual-encoder's full-corpus search, fused
+  (:mod:`dualist.evaluation.fusion`: reciprocal rank fusion or a normalized-score sum).
 
 Both return plain runs ``dict[qid, dict[did, float]]`` so :func:`dualist.evaluation.evaluate`
 scores them like any TREC run.
@@ -10,7 +12,7 @@ scores them like any TREC run.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from dualist.index import BaseIndex
     from dualist.models import CrossEncoder, DualEncoder
 
-__all__ = ["rerank", "retrieve", "top_k", "encode_corpus", "search_space"]
+__all__ = ["rerank", "retrieve", "top_k", "encode_corpus", "index_corpus", "search_space", "hybrid"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,21 @@ def encode_corpus(model: DualEncoder, dataset: Dataset, doc_ids: list[str] | Non
     emb = model.encode_docs([dataset.doc_text(d) for d in ids], batch_size=batch_size,
                             show_progress=show_progress)
     return ids, emb
+
+
+def index_corpus(model: DualEncoder, dataset: Dataset, index: Any, *, batch_size: int = 64,
+                 slice_docs: int = 16384, show_progress: bool | None = None) -> Any:
+    """Embed the corpus ``slice_docs`` documents at a time into ``index`` (in the model's search space).
+
+    ``index`` is anything with ``add(ids, embeddings)``: an index, or an
+    :class:`~dualist.index.ExactIndexWriter`, which keeps memory bounded whatever the corpus size.
+    """
+    ids = list(dataset.corpus)
+    for start in range(0, len(ids), slice_docs):
+        part, emb = encode_corpus(model, dataset, ids[start:start + slice_docs], batch_size=batch_size,
+                                  show_progress=show_progress)
+        index.add(part, search_space(model, emb))
+    return index
 
 
 def rerank(model: DualEncoder | CrossEncoder, dataset: Dataset, queries: dict[str, str],
@@ -115,6 +132,32 @@ def retrieve(model: DualEncoder, dataset: Dataset, queries: dict[str, str], *, k
                                  show_progress=show_progress)
     res = index.search(search_space(model, q_emb, query=True), k)
     return res.to_run(qids)
+
+
+def hybrid(model: DualEncoder, dataset: Dataset, queries: dict[str, str], *, k: int = 100, method: str = "rrf",
+           depth: int = 100, index: Any = None, bm25_run: dict[str, dict[str, float]] | None = None,
+           dense_run: dict[str, dict[str, float]] | None = None, rrf_k: float = 60,
+           weights: tuple[float, float] | None = None, batch_size: int = 64, show_progress: bool | None = None,
+           doc_embeddings: tuple[list[str], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """BM25 + dense retrieval fused per query (``method`` ``"rrf"`` or ``"sum"``); each query's best ``k``.
+
+    Each side contributes its top ``depth``: a given ``bm25_run`` (e.g. the BM25 candidate run a
+    pipeline already has) or a fresh BM25 search with Pyserini's defaults, and a given ``dense_run``
+    or :func:`retrieve` over ``index`` (or the exact inner product). ``weights`` are (BM25, dense).
+    """
+    from dualist.evaluation.fusion import fuse
+
+    if bm25_run is None:
+        from dualist.candidates import BM25Retriever
+
+        bm25_run = BM25Retriever().index(dataset.corpus, show_progress=show_progress).search(
+            queries, k=depth, show_progress=show_progress)
+    if dense_run is None:
+        dense_run = retrieve(model, dataset, queries, k=depth, index=index, batch_size=batch_size,
+                             show_progress=show_progress, doc_embeddings=doc_embeddings)
+    runs = [top_k({q: bm25_run.get(q, {}) for q in queries}, depth),
+            top_k({q: dense_run.get(q, {}) for q in queries}, depth)]
+    return fuse(runs, method, weights=weights, rrf_k=rrf_k, k=k)
 
 
 def search_space(model: DualEncoder, emb: np.ndarray, *, query: bool = False) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Indexes over document embeddings (DESIGN.md §2): exact search and FAISS, one small contract.
 
 Similarity is the inner product (for cosine, L2-normalize first). ``ExactIndex`` is the oracle;
-``FaissIndex`` wraps any FAISS factory string. Both save to a directory with a ``params.json`` that
+``FaissIndex`` wraps any FAISS factory string; ``MilvusIndex`` a Milvus collection (milvus-lite
+or a server). Both save to a directory with a ``params.json`` that
 :func:`load_index` dispatches on.
 
 >>> import numpy as np, tempfile
@@ -20,13 +21,15 @@ from typing import Any
 from dualist.errors import DataError
 
 from .base import BaseIndex, SearchResults, read_params
-from .exact import ExactIndex
+from .exact import ExactIndex, ExactIndexWriter
 from .faiss_index import FaissIndex
+from .milvus_index import MilvusIndex
 
-__all__ = ["BaseIndex", "SearchResults", "ExactIndex", "FaissIndex", "load_index", "INDEX_TYPES"]
+__all__ = ["BaseIndex", "SearchResults", "ExactIndex", "ExactIndexWriter", "FaissIndex", "MilvusIndex", "load_index", "INDEX_TYPES"]
 
 # params.json "type" -> class that reads it
-INDEX_TYPES: dict[str, type[BaseIndex]] = {ExactIndex.type_name: ExactIndex, FaissIndex.type_name: FaissIndex}
+INDEX_TYPES: dict[str, type[BaseIndex]] = {ExactIndex.type_name: ExactIndex, FaissIndex.type_name: FaissIndex,
+                                           MilvusIndex.type_name: MilvusIndex}
 
 
 def load_index(directory: str | Path, **kwargs: Any) -> BaseIndex:

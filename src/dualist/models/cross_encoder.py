@@ -43,6 +43,7 @@ from dualist.models.inputs import check_texts, effective_length, model_max_lengt
 from dualist.models.pooling import eval_mode, mean_pool
 from dualist.models.precision import check_precision, Float32Head, InferencePrecision, reduced_precision
 from dualist.models.backbone import load_pretrained
+from dualist.models.card import write_model_card
 from dualist.models.packed import packable, packed_forward
 
 __all__ = ["CrossEncoderConfig", "CrossEncoder"]
@@ -285,6 +286,7 @@ class CrossEncoder(torch.nn.Module):
         write_meta(path, stage="model", config=self.config,
                    extra={"model_class": "CrossEncoder", "base_model": self.base_model,
                           "layout": "transformers-sequence-classification"})
+        write_model_card(path)  # README.md in the Hub's format; trainers add loss, data, figures
         return path
 
     @classmethod

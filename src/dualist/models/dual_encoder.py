@@ -49,6 +49,7 @@ from dualist.models.inputs import check_texts, effective_length, model_max_lengt
 from dualist.models.pooling import eval_mode, mean_pool
 from dualist.models.precision import check_precision, InferencePrecision, int8_layers, reduced_precision
 from dualist.models.backbone import freeze_bottom, load_backbone
+from dualist.models.card import write_model_card
 from dualist.models.frozen_prefix import PrefixCache, prefix_fingerprint
 from dualist.models.packed import packable, packed_forward
 
@@ -327,6 +328,7 @@ class DualEncoder(torch.nn.Module):
         write_meta(path, stage="model", config=self.config,
                    extra={"model_class": "DualEncoder", "base_model": self.base_model,
                           "layout": "sentence-transformers" if self.config.shared else "towers:query,doc"})
+        write_model_card(path)  # README.md in the Hub's format; trainers add loss, data, figures
         return path
 
     def _save_tower(self, model: torch.nn.Module, path: Path, max_seq_length: int) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dualist.stages.candidates import CandidatesConfig, candidates_stage
 from dualist.stages.evaluation import (RERANK_METRICS, RETRIEVAL_METRICS, EvaluationConfig, evaluation_stage,
-                                       run_evaluate, run_rerank, run_retrieve)
+                                       run_evaluate, run_hybrid, run_rerank, run_retrieve)
 from dualist.stages.inputs import (dataset_fingerprint, graded_train_qrels, load_dataset, load_model,
                                    model_fingerprint, model_kind, resolve_dataset, split_queries)
 from dualist.stages.markers import clear_done, is_done, mark_done, marker_path
@@ -53,5 +53,5 @@ __all__ = [
     "load_dataset", "resolve_dataset", "graded_train_qrels", "dataset_fingerprint", "load_model", "model_kind",
     "model_fingerprint", "split_queries",
     "marker_path", "is_done", "clear_done", "mark_done",
-    "run_rerank", "run_retrieve", "run_evaluate",
+    "run_rerank", "run_retrieve", "run_hybrid", "run_evaluate",
 ]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dualist.models import CrossEncoder, DualEncoder, DualEncoderConfig, PrefixCache
 
 __all__ = ["EvaluationConfig", "evaluation_stage", "RERANK_METRICS", "RETRIEVAL_METRICS", "run_rerank",
-           "run_retrieve", "run_evaluate"]
+           "run_retrieve", "run_hybrid", "run_evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,25 @@ def run_retrieve(model: DualEncoder, dataset: Dataset, split: str, *, k: int = 1
                    doc_embeddings=doc_embeddings)
     if out is not None:
         write_trec_run(run, out, tag="retrieval")
+    return run
+
+
+def run_hybrid(model: DualEncoder, dataset: Dataset, split: str, *, k: int = 100, method: str = "rrf",
+               depth: int = 100, index: BaseIndex | None = None, bm25_run: Run | None = None,
+               dense_run: Run | None = None, batch_size: int = 64, out: str | Path | None = None,
+               doc_embeddings: Any = None, **fusion: Any) -> Run:
+    """Hybrid (BM25 + dense, fused) retrieval for the queries of ``split``; optionally write the run.
+
+    Pass the BM25 candidate run and/or the dense retrieval run already computed to reuse them.
+    """
+    from dualist.data import write_trec_run
+    from dualist.evaluation.modes import hybrid
+
+    run = hybrid(model, dataset, split_queries(dataset, split), k=k, method=method, depth=depth, index=index,
+                 bm25_run=bm25_run, dense_run=dense_run, batch_size=batch_size, doc_embeddings=doc_embeddings,
+                 **fusion)
+    if out is not None:
+        write_trec_run(run, out, tag=f"hybrid-{method}")
     return run
 
 

@@ -143,6 +143,8 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     result = train_loop(model, source.batches, step_fn, train_config, out_dir,
                         steps_per_epoch=source.num_batches, eval_fn=eval_fn, probes=probes, resume=resume,
                         meta=meta)
+    if world().is_main:  # rank 0 wrote the model folder
+        _card(dataset, split, train_config, result, loss)
     if model.prefix_cache is not None:
         logger.info("student (%s): %r", loss, model.prefix_cache)
     return result.model_dir
@@ -213,3 +215,13 @@ def _other_inputs(teacher_scores: TeacherScores, dataset: Any, split: str,
         if fingerprint_obj(ranked) != meta["candidates"]:
             return "from another candidate run (or another dataset) than the --candidates given here"
     return ""
+
+
+
+def _card(dataset: Any, split: str, train_config: Any, result: Any, loss: str) -> None:
+    """Record loss, data, budget and the dev figure in the chosen model's card (README.md)."""
+    from dualist.models.card import card_training_info, write_model_card
+
+    dev = {train_config.select_metric: result.best_metric} if result.best_dir is not None else None
+    write_model_card(result.model_dir, training=card_training_info(dataset, split, train_config, result, loss),
+                     results={"dev": dev} if dev else None)

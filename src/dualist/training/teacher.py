@@ -76,9 +76,20 @@ def train_teacher(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     result = train_loop(model, source.batches, step_fn, train_config, out_dir,
                         steps_per_epoch=source.num_batches, eval_fn=eval_fn, probes=probes, resume=resume,
                         meta=meta)
+    if world().is_main:  # rank 0 wrote the model folder
+        _card(dataset, split, train_config, result, "onehot")
     return result.model_dir
 
 
 def _run_ids(run: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
     """The candidates in rank order: what a run contributes to training, for its fingerprint."""
     return {q: [d for d, _ in rank_docs(docs)] for q, docs in sorted(run.items())}
+
+
+def _card(dataset: Any, split: str, train_config: Any, result: Any, loss: str) -> None:
+    """Record loss, data, budget and the dev figure in the chosen model's card (README.md)."""
+    from dualist.models.card import card_training_info, write_model_card
+
+    dev = {train_config.select_metric: result.best_metric} if result.best_dir is not None else None
+    write_model_card(result.model_dir, training=card_training_info(dataset, split, train_config, result, loss),
+                     results={"dev": dev} if dev else None)
