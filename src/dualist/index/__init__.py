@@ -1,4 +1,4 @@
-"""Indexes over document embeddings (DESIGN.md §2): exact search and FAISS, one small contract.
+"""Indexes over document embeddings (docs/architecture.md §2): exact search and FAISS, one small contract.
 
 Similarity is the inner product (for cosine, L2-normalize first). ``ExactIndex`` is the oracle;
 ``FaissIndex`` wraps any FAISS factory string; ``MilvusIndex`` a Milvus collection (milvus-lite

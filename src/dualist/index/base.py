@@ -1,4 +1,4 @@
-"""The index contract (DESIGN.md §2): ``add(ids, embeddings)``, ``search(queries, k)``, ``save``, ``load``.
+"""The index contract (docs/architecture.md §2): ``add(ids, embeddings)``, ``search(queries, k)``, ``save``, ``load``.
 
 Similarity is the **inner product**; higher scores are better. For cosine similarity, L2-normalize
 documents and queries before adding/searching. An index directory always holds a ``params.json``

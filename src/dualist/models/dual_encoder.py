@@ -27,6 +27,10 @@ folder holds ``query/`` and ``doc/``, each a sentence-transformers model for its
 >>> d = de.encode_docs(["enzyme binding study", "ocean warming", "sleep"])
 >>> q.shape, d.shape, de.score_embeddings(q, d).shape
 ((2, 32), (3, 32), (2, 3))
+
+Its length (~480 lines) is the two paths plus the sentence-transformers-compatible save/load and the
+inference copies (int8, bf16, ONNX) that must stay beside the encode methods they replace; split
+further, each half would import the other's private state.
 """
 
 from __future__ import annotations

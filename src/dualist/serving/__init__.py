@@ -1,4 +1,4 @@
-"""Serving (DESIGN.md §1, last box): a student, an index, BM25 and a re-ranker behind HTTP.
+"""Serving (docs/architecture.md §1, last box): a student, an index, BM25 and a re-ranker behind HTTP.
 
 ``dualist serve --model M --index I --data D`` (or ``--config serve.yaml``) loads everything once and
 serves ``POST /search`` (dense, BM25, hybrid; optional re-rank), ``POST /rerank``, ``POST /encode``,

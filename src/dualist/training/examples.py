@@ -17,7 +17,7 @@ generator seeded with ``[seed, epoch]``). So ``batches(epoch)`` gives the same b
 is called, which is what lets a resumed run skip exactly the batches it had already trained on.
 
 A :class:`Batch` is the collated form: ``B`` queries and a ``(B, 1 + N)`` grid of documents with the
-positive in column 0 — the scores contract of the losses (DESIGN.md §2) — plus the teacher's scores
+positive in column 0 — the scores contract of the losses (docs/architecture.md §2) — plus the teacher's scores
 of the same grid when distilling.
 """
 

@@ -43,6 +43,10 @@ weights, optimizer moments and the RNG states come from the checkpoint, the lear
 function of the step, and ``batches(epoch)`` must be a pure function of the epoch (seeded from
 ``(seed, epoch)`` with a local RNG, never the global one), so the loop rebuilds the epoch and skips the
 batches the checkpoint says were consumed.
+
+Its length (~500 lines) is the loop's driver plus ``_Trainer``, whose named steps each carry their
+single- and multi-process (torchrun) behaviour side by side, so that a reader sees in one place what
+rank 0 does differently; checkpoint files and runtime set-up already live in their own modules.
 """
 
 from __future__ import annotations

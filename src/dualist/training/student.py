@@ -19,7 +19,7 @@ from dualist.training.examples import Batch, ExampleSource, with_in_batch_negati
 from dualist.training.loop import train_loop
 from dualist.training.runtime import seed_everything
 from dualist.training.scoring import MissingScoreError, TeacherScores
-from dualist.training.teacher import _run_ids
+from dualist.training.teacher import ranked_candidate_ids
 
 __all__ = ["train_student", "student_step", "embedding_loss", "fit_calibration"]
 
@@ -133,7 +133,7 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
         step_fn = GradCacheStep(loss_fn, chunk_size=train_config.grad_cache_chunk,
                                 in_batch_negatives=train_config.in_batch_negatives)
 
-    inputs = {"split": split, "candidates": fingerprint_obj(_run_ids(candidates_run))}
+    inputs = {"split": split, "candidates": fingerprint_obj(ranked_candidate_ids(candidates_run))}
     if teacher_scores is not None:
         inputs["teacher_scores"] = teacher_scores.fingerprint
     meta = {"stage": "train-student", "config": {"model": model_config, "loss": loss, "loss_kwargs": loss_kwargs or {}},

@@ -18,7 +18,7 @@ from dualist.training.examples import Batch, ExampleSource
 from dualist.training.loop import train_loop
 from dualist.training.runtime import seed_everything
 
-__all__ = ["train_teacher", "teacher_step"]
+__all__ = ["train_teacher", "teacher_step", "ranked_candidate_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def train_teacher(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
         return teacher_step(model, batch, loss_fn)
 
     meta = {"stage": "train-teacher", "config": {"model": model_config, "loss": "onehot"},
-            "inputs": {"split": split, "candidates": fingerprint_obj(_run_ids(candidates_run))}}
+            "inputs": {"split": split, "candidates": fingerprint_obj(ranked_candidate_ids(candidates_run))}}
     result = train_loop(model, source.batches, step_fn, train_config, out_dir,
                         steps_per_epoch=source.num_batches, eval_fn=eval_fn, probes=probes, resume=resume,
                         meta=meta)
@@ -81,7 +81,7 @@ def train_teacher(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     return result.model_dir
 
 
-def _run_ids(run: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
+def ranked_candidate_ids(run: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
     """The candidates in rank order: what a run contributes to training, for its fingerprint."""
     return {q: [d for d, _ in rank_docs(docs)] for q, docs in sorted(run.items())}
 
