@@ -325,7 +325,7 @@ def _probes(ds: Any, split: str, cands: dict[str, dict[str, float]], t: Any) -> 
     """The score-evolution probe of ``probes.jsonl`` (at the start, every --probe-every steps, at the end):
     one training query's scores of its positives and hardest BM25 negatives, as 'dualist repro' records."""
     from dualist.diagnostics import pick_probe_query, select_probe_docs
-    from dualist.diagnostics.evolution import make_probe
+    from dualist.stages import training_probe
 
     qrels = ds.qrels_for(split)
     try:
@@ -334,7 +334,7 @@ def _probes(ds: Any, split: str, cands: dict[str, dict[str, float]], t: Any) -> 
         logger.info("no training query suits a score-evolution probe; probes.jsonl is not written")
         return []
     docs, labels = select_probe_docs(qid, qrels, cands, seed=t.seed)
-    return [make_probe(ds, qid, list(docs), list(labels))]
+    return [training_probe(ds, qid, list(docs), list(labels))]
 
 
 def _search_params(index: Any, nprobe: int, ef_search: int) -> None:
@@ -545,16 +545,17 @@ def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.index import load_index
     from dualist.stages import run_hybrid, run_rerank, run_retrieve
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(SearchArgs, ns, cfg)
-    out = check.output_file(_need(a.out, "--out", "the TREC run file to write"))
+    def checks(a: SearchArgs) -> None:
+        if a.index:
+            check.input_dir(a.index, "--index", "an index folder from 'dualist index'")
+        elif a.nprobe or a.ef_search:
+            raise ConfigError("--nprobe and --ef-search set how a FAISS --index is searched; give --index")
+
+    d, a, out, ds = _command_inputs(ns, cfg, SearchArgs, "the TREC run file to write", checks=checks)
     index = None
     if a.index:
-        index = load_index(check.input_dir(a.index, "--index", "an index folder from 'dualist index'"))
+        index = load_index(a.index)
         _search_params(index, a.nprobe, a.ef_search)
-    elif a.nprobe or a.ef_search:
-        raise ConfigError("--nprobe and --ef-search set how a FAISS --index is searched; give --index")
-    ds = _dataset(d)
     if a.mode == "bm25":
         from dualist.candidates import BM25Retriever
 
@@ -577,10 +578,7 @@ def cmd_search(ns: argparse.Namespace, cfg: dict) -> None:
 def cmd_rerank(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.stages import run_rerank
 
-    d = config_from_args(DataArgs, ns, cfg)
-    a = config_from_args(RerankArgs, ns, cfg)
-    out = check.output_file(_need(a.out, "--out", "the TREC run file to write"))
-    ds = _dataset(d)
+    d, a, out, ds = _command_inputs(ns, cfg, RerankArgs, "the TREC run file to write")
     cands = _read_run(a.candidates, "--candidates", ds, a.split)
     model = _model(a.model, "--model", "a model folder or a model name (minilm-l6)", a.precision)
     run = run_rerank(model, ds, a.split, cands, depth=a.depth, batch_size=a.batch_size, out=out)

@@ -272,25 +272,8 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
 
 
 def training_probe(dataset: Dataset, qid: str, doc_ids: list[str], labels: list[int]) -> Probe:
-    """A training probe: the model's scores for one fixed query's documents (the score-evolution plot)."""
-    from dualist.models import CrossEncoder
+    """A training probe: the model's scores for one fixed query's documents (the score-evolution plot);
+    :func:`dualist.diagnostics.evolution.make_probe`, the one the CLI trainers record too."""
+    from dualist.diagnostics.evolution import make_probe
 
-    query = dataset.queries[qid]
-    texts = [dataset.doc_text(d) for d in doc_ids]
-
-    def probe(model: DualEncoder | CrossEncoder, step: int) -> dict[str, Any]:
-        was = model.training
-        model.eval()
-        try:
-            if isinstance(model, CrossEncoder):
-                scores = model.score([query] * len(texts), texts, show_progress=False)
-            else:
-                q = model.encode_queries([query], show_progress=False)
-                d = model.encode_docs(texts, show_progress=False)
-                scores = model.score_embeddings(q, d)[0]
-        finally:
-            model.train(was)
-        return {"step": step, "query_id": qid, "doc_ids": doc_ids, "labels": labels,
-                "scores": [float(s) for s in scores]}
-
-    return probe
+    return make_probe(dataset, qid, list(doc_ids), list(labels))
