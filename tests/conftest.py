@@ -29,6 +29,21 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def no_dropout_bert(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT without dropout: a forward pass then depends on the batch alone, so two ways of
+    splitting a batch (accumulation, processes) must give the same losses and gradients."""
+    import json
+    import shutil
+
+    path = tmp_path_factory.mktemp("models") / "tiny-bert-no-dropout"
+    shutil.copytree(tiny_bert, path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real BEIR datasets beside the checkout; tests that need them skip when absent."""
     if not SHARED_DATA.exists():

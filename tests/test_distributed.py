@@ -158,14 +158,9 @@ def _shard_worker(rank: int, beir: Path, student: Path, teacher: Path, out: Path
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory, tiny_bert) -> Path:
+def bert(no_dropout_bert) -> Path:
     """The tiny BERT without dropout: a process's slice of a batch then sees what the whole batch sees."""
-    path = tmp_path_factory.mktemp("models") / "tiny-bert-no-dropout"
-    shutil.copytree(tiny_bert, path)
-    config = json.loads((path / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (path / "config.json").write_text(json.dumps(config))
-    return path
+    return no_dropout_bert
 
 
 @pytest.fixture(scope="module")

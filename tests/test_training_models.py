@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -27,16 +26,6 @@ def fake_teacher(tiny_train) -> TeacherScores:
     qrels = ds.qrels_for("train")
     return TeacherScores({q: {d: s / 10 for d, s in run[q].items()} | {d: 5.0 for d, r in qrels[q].items() if r > 0}
                           for q in run})
-
-
-@pytest.fixture(scope="module")
-def no_dropout_bert(tiny_bert, tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "tiny-bert-no-dropout"
-    shutil.copytree(tiny_bert, path)
-    cfg = json.loads((path / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (path / "config.json").write_text(json.dumps(cfg))
-    return path
 
 
 def teacher_config(bert) -> CrossEncoderConfig:
