@@ -8,6 +8,12 @@ measured by re-running the script for that side alone in a child process (``--rs
 child reports its own ``VmHWM`` (peak resident set of its address space, from ``/proc/self/status``).
 ``ru_maxrss`` from ``os.wait4`` is the fallback only: Linux carries the parent's high-water mark into a
 forked child across ``exec``, so a parent holding models would inflate every child's figure.
+
+Every record names the CPU class it ran on (``machine_info``): the hardware's vector flags, the
+features the fast paths chose by (:func:`dualist.models.cpu.cpu_features`) and any caps set.
+``--cpu-cap avx2`` runs a benchmark as on an AVX2-only CPU: it re-executes the script with
+:data:`dualist.models.cpu.AVX2_CAPS` set (torch, oneDNN, MKL, fbgemm read them when they load), so
+the ``--rss-side`` children inherit them too. ONNX Runtime has no such cap: its rows are marked.
 """
 
 from __future__ import annotations
@@ -193,9 +199,23 @@ def machine_info() -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
+    from dualist.models.cpu import active_caps, cpu_features, isa_flags
+
+    info["cpu_class"] = cpu_features().describe()
+    info["isa_flags"] = isa_flags()
+    info["cpu_caps"] = active_caps()
     info["other_busy_processes"] = _other_busy_processes()
     info["shared"] = bool(info["other_busy_processes"]) or info["load_avg_1m_at_start"] >= 0.5
     return info
+
+
+def cpu_class_line(info: dict[str, Any]) -> str:
+    """What the fast paths chose by, what the hardware has, and the caps set, in one line."""
+    caps = info.get("cpu_caps") or {}
+    line = f"{info.get('cpu_class', '?')}; hardware flags {' '.join(info.get('isa_flags') or []) or '?'}"
+    if caps:
+        line += "; caps " + " ".join(f"{k}={v}" for k, v in caps.items()) + " (ONNX Runtime rows uncapped)"
+    return line
 
 
 def shared_note(info: dict[str, Any]) -> str:
@@ -269,6 +289,7 @@ def report(title: str, rows: list[Row], info: dict[str, Any], args: argparse.Nam
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info.get('torch_threads')}, "
           f"{info['date']}, load avg at start {info['load_avg_1m_at_start']}"
           + (f" ({shared_note(info)})" if info["shared"] else ""))
+    print(f"cpu class: {cpu_class_line(info)}")
     print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]))
     header = f"{'what':56s} {'dualist':>11s} {'peer':>11s} {'ratio':>6s} {'goal':>5s} {'met':>4s} " \
              f"{'RSS dualist':>12s} {'RSS peer':>11s}  check"
@@ -295,7 +316,24 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--no-rss", action="store_true", help="skip the per-side peak-RSS child runs")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--rss-side", default=None, help=argparse.SUPPRESS)  # internal: run one side alone
+    p.add_argument("--cpu-cap", choices=["none", "avx2"], default="none",
+                   help="avx2: run as on an AVX2-only CPU (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, "
+                        "MKL_ENABLE_INSTRUCTIONS, FBGEMM_ENABLE_INSTRUCTIONS; ONNX Runtime cannot be capped)")
     return p
+
+
+def apply_cpu_cap(cap: str) -> None:
+    """Re-run this script with the caps of ``cap`` in the environment, unless they are set already
+    (libraries read them when they load, so they must be in place before Python starts)."""
+    if cap == "none":
+        return
+    from dualist.models.cpu import AVX2_CAPS
+
+    if all(os.environ.get(k) == v for k, v in AVX2_CAPS.items()):
+        return
+    os.environ.update(AVX2_CAPS)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
 # ------------------------------------------------------------------ inference-precision variants
@@ -324,8 +362,11 @@ def precision_parser(description: str, *, compared: str, ndcg: str, max_length_h
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse, and keep the user's own arguments to hand on to the ``--rss-side`` children."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if from_command_line:  # a caller passing argv (a test) gets no re-execution
+        apply_cpu_cap(getattr(args, "cpu_cap", "none"))
     skip_next = False
     passthrough = []
     for a in argv:

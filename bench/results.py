@@ -30,8 +30,14 @@ def machine_line(m: dict) -> str:
     busy = m.get("other_busy_processes") or []
     shared = ("" if not m.get("shared") else " — **shared** with: " + "; ".join(busy) if busy
               else " — load average raised at start, no other busy process seen")
+    cls = ""
+    if "cpu_class" in m:  # records from before the CPU class was recorded have none
+        caps = m.get("cpu_caps") or {}
+        cls = (f"; CPU class {m['cpu_class']} (hardware: {' '.join(m.get('isa_flags') or []) or '?'}"
+               + (f"; caps {' '.join(f'{k}={v}' for k, v in caps.items())}, ONNX Runtime uncapped" if caps else "")
+               + ")")
     return (f"{m['cpu']}, {m['cores']} cores, torch {m.get('torch')} with {m.get('torch_threads')} threads, "
-            f"Python {m.get('python')}, {m['date']}, load average at start {m.get('load_avg_1m_at_start')}{shared}")
+            f"Python {m.get('python')}, {m['date']}, load average at start {m.get('load_avg_1m_at_start')}{cls}{shared}")
 
 
 def ceiling_section(payload: dict) -> str:

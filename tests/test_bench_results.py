@@ -78,3 +78,44 @@ def test_a_file_that_is_not_a_benchmark_result_is_refused_by_name(tmp_path):
     broken.write_text("{")
     with pytest.raises(SystemExit, match="broken.json: not a benchmark result"):
         results.main([str(broken)])
+
+
+def test_a_record_names_its_cpu_class_and_caps():
+    capped = dict(MACHINE, cpu_class="AVX2 (capped)", isa_flags=["avx2", "avx512f", "avx512_vnni"],
+                  cpu_caps={"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    line = results.machine_line(capped)
+    assert "CPU class AVX2 (capped) (hardware: avx2 avx512f avx512_vnni; caps ATEN_CPU_CAPABILITY=avx2 " \
+           "ONEDNN_MAX_CPU_ISA=AVX2, ONNX Runtime uncapped)" in line
+    assert "CPU class" not in results.machine_line(MACHINE)  # older records: nothing invented
+    assert common.cpu_class_line(capped).endswith("(ONNX Runtime rows uncapped)")
+    assert "caps" not in common.cpu_class_line(dict(capped, cpu_caps={}))
+
+
+def test_machine_info_records_what_the_fast_paths_chose_by(monkeypatch):
+    from dualist.models.cpu import AVX2_CAPS
+
+    for key, value in AVX2_CAPS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(common, "_other_busy_processes", lambda threshold=20.0: [])
+    info = common.machine_info()
+    assert info["cpu_caps"] == AVX2_CAPS
+    assert info["cpu_class"].startswith(("AVX2", "DEFAULT", "NO AVX"))  # never an AVX-512 class under the cap
+
+
+def test_cpu_cap_avx2_reexecutes_the_script_with_the_caps_set(tmp_path):
+    import os
+    import subprocess
+
+    script = tmp_path / "probe.py"
+    script.write_text(f"import sys; sys.path.insert(0, {str(BENCH)!r})\n"
+                      "import os, benchlib as C\n"
+                      "args = C.parse(C.base_parser('probe'))\n"
+                      "print(os.environ.get('ONEDNN_MAX_CPU_ISA'), os.environ.get('FBGEMM_ENABLE_INSTRUCTIONS'),"
+                      " args.cpu_cap, ' '.join(args.passthrough))\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_CPU_ISA", "_INSTRUCTIONS", "CPU_CAPABILITY"))}
+    out = subprocess.run([sys.executable, str(script), "--cpu-cap", "avx2", "--repeats", "2"], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["AVX2", "AVX2", "avx2", "--cpu-cap", "avx2", "--repeats", "2"]
+    plain = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert plain[:3] == ["None", "None", "none"]

@@ -128,3 +128,70 @@ def test_int8_copies_stay_accurate_whatever_fbgemm_is_told(fbgemm):
     if fbgemm:
         assert not full_range
     assert err < 0.05, f"int8 copy saturated under FBGEMM_ENABLE_INSTRUCTIONS={fbgemm!r}: max rel err {err:.3f}"
+
+
+# ------------------------------------------------------------ the path each CPU class gets by default
+
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """An AVX2-only CPU (no VNNI, no bf16), whatever this one has."""
+    for name in ("_is_vnni_supported", "_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+
+
+@pytest.mark.parametrize("cpu", ["avx2_cpu", "avx512_cpu"])
+def test_amp_auto_never_picks_bf16_on_a_cpu(request, cpu, caplog):
+    from dualist.training.runtime import resolve_amp
+
+    request.getfixturevalue(cpu)
+    with caplog.at_level("WARNING"):
+        assert resolve_amp("auto", torch.device("cpu")) is None
+    assert not caplog.records
+
+
+def test_amp_bf16_on_a_cpu_without_bf16_warns_that_it_is_emulated(avx2_cpu, caplog):
+    from dualist.training.runtime import resolve_amp
+
+    with caplog.at_level("WARNING"):
+        assert resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
+    assert "emulates bf16" in caplog.text and "AVX2" in caplog.text
+
+
+def test_amp_bf16_on_a_cpu_with_native_bf16_is_quiet(avx512_cpu, caplog):
+    from dualist.training.runtime import resolve_amp
+
+    with caplog.at_level("WARNING"):
+        assert resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
+    assert not caplog.records
+
+
+def test_the_default_precision_is_fp32_for_every_command_and_the_server():
+    import dualist.cli as cli
+    from dualist.serving.config import ServeConfig
+
+    with_precision = [obj for obj in vars(cli).values()
+                      if dataclasses.is_dataclass(obj) and "precision" in {f.name for f in dataclasses.fields(obj)}]
+    assert len(with_precision) >= 3  # index, search, rerank
+    for cls in [*with_precision, ServeConfig]:
+        default = next(f.default for f in dataclasses.fields(cls) if f.name == "precision")
+        assert default == "fp32", cls.__name__
+
+
+@pytest.mark.parametrize("cpu, int8, bf16", [("avx2_cpu", "7-bit activations (no VNNI)", "emulated bf16"),
+                                             ("avx512_cpu", "8-bit activations (VNNI)", "native bf16")])
+def test_the_logged_inference_path_names_the_choice_for_the_cpu_class(request, cpu, int8, bf16, tiny_bert):
+    from dualist.models import DualEncoder
+    from dualist.models.packed import onednn_available
+    from dualist.models.precision import inference_path
+
+    request.getfixturevalue(cpu)
+    de = DualEncoder(model=str(tiny_bert))
+    fp32 = inference_path(de)
+    assert fp32.startswith("fp32, packed forward")
+    assert ("oneDNN" in fp32) == onednn_available()
+    de.packed_inference = False
+    assert "Hugging Face forward" in inference_path(de)
+    de.packed_inference = True
+    assert inference_path(de.quantized("int8")).startswith(f"int8 ({int8}), packed forward")
+    assert inference_path(de.quantized("bf16")).startswith(f"bf16 ({bf16}")

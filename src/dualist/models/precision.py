@@ -19,7 +19,7 @@ from dualist.errors import ConfigError, DualistError
 from dualist.models.cpu import cpu_features
 
 __all__ = ["InferencePrecision", "check_precision", "int8_layers", "Bf16Linear", "Float32Head", "reduced_precision",
-           "full_range_int8", "native_cpu_bf16", "OUTLIER_RATIO"]
+           "full_range_int8", "native_cpu_bf16", "OUTLIER_RATIO", "inference_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +182,34 @@ def _int8_linear_class() -> type:
 def native_cpu_bf16() -> bool:
     """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX): then bf16 layers run natively."""
     return cpu_features().bf16
+
+
+def inference_path(model: Any) -> str:
+    """How ``model`` (a ``DualEncoder`` or ``CrossEncoder``, or a ``quantized()`` copy) computes on
+    this machine, in one line for logs: its precision, the forward it runs and the CPU features the
+    choice was made by, e.g. ``fp32, packed forward with oneDNN products (CPU AVX2 (capped))``."""
+    from dualist.models.packed import onednn_available, packable
+
+    dtype = getattr(model, "inference_dtype", None) or "fp32"
+    device = getattr(model, "device", torch.device("cpu"))
+    if device.type != "cpu":
+        return f"{dtype} on {device}"
+    features = cpu_features()
+    if dtype.startswith("onnx"):
+        forward = "ONNX Runtime (kernels chosen from CPUID; the environment's caps do not apply)"
+    else:
+        if hasattr(model, "_packable"):
+            packed = model._packable()
+        else:
+            body = getattr(model, "doc_model", None)
+            packed = bool(getattr(model, "packed_inference", False)) and getattr(model, "prefix_cache", None) is None \
+                and body is not None and packable(body)
+        if not packed:
+            forward = "Hugging Face forward"
+        elif dtype == "fp32" and onednn_available():
+            forward = "packed forward with oneDNN products"
+        else:
+            forward = "packed forward"
+    detail = {"int8": "8-bit activations (VNNI)" if features.vnni else "7-bit activations (no VNNI)",
+              "bf16": "native bf16" if features.bf16 else "emulated bf16, slower than fp32"}.get(dtype)
+    return f"{dtype}{' (' + detail + ')' if detail else ''}, {forward} (CPU {features.describe()})"

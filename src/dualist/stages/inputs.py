@@ -116,13 +116,17 @@ def load_model(path: str | Path, precision: str = "fp32", **overrides: Any) -> A
     """
     from dualist.models import CrossEncoder, DualEncoder
 
+    from dualist.models.precision import inference_path
+
     if not Path(path).is_dir():
         logger.info("%s is no model folder: loading it as a zero-shot dual-encoder", path)
         model = DualEncoder(model=str(path), **overrides)
-        return model if precision == "fp32" else model.quantized(precision)
-    cls = CrossEncoder if model_kind(path) == "cross_encoder" else DualEncoder
-    model = cls.from_pretrained(path, **overrides)
-    return model if precision == "fp32" else model.quantized(precision)
+    else:
+        cls = CrossEncoder if model_kind(path) == "cross_encoder" else DualEncoder
+        model = cls.from_pretrained(path, **overrides)
+    model = model if precision == "fp32" else model.quantized(precision)
+    logger.info("%s: %s", Path(path).name or path, inference_path(model))
+    return model
 
 
 def model_fingerprint(path: Path) -> str:

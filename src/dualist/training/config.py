@@ -57,7 +57,8 @@ class TrainConfig:
     keep_checkpoints: int = opt(2, "step checkpoints to keep, newest first (0: keep all)")
     log_every: int = opt(10, "log the running loss every N optimizer steps")
     amp: Literal["auto", "off", "bf16", "fp16"] = opt(
-        "auto", "mixed precision: auto = bf16 on CUDA, off on CPU")
+        "auto", "mixed precision: auto = bf16 on CUDA, off (float32) on CPU; bf16 on CPU is fast only "
+        "with native bf16 (AVX512-BF16/AMX) and warns elsewhere")
     gradient_checkpointing: bool = opt(
         False, "recompute each transformer layer's activations in the backward pass instead of keeping "
                "them: much less memory for about a third more compute; the same losses",

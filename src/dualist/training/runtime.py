@@ -4,6 +4,7 @@ gradient checkpointing (:func:`dualist.training.train_loop` sets these up before
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from collections.abc import Iterator
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 
 from dualist.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["resolve_device", "resolve_amp", "autocast", "seed_everything", "deterministic",
            "enable_gradient_checkpointing", "process_seed"]
@@ -52,12 +55,28 @@ def enable_gradient_checkpointing(model: torch.nn.Module, layers: int | None = N
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device`` (None: float32 throughout).
+
+    ``auto`` is bf16 on CUDA and float32 on every CPU: bf16 changes a run's numbers, and the same
+    command should train the same model on an AVX2 laptop and an AVX-512 server. Where the CPU has
+    native bf16 (AVX512-BF16 or AMX), ``amp=bf16`` trains about twice as fast (``bench/RESULTS.md``);
+    elsewhere torch emulates it and it is several times slower than float32, which is logged as a
+    warning rather than refused (the numbers are still right).
+    """
     if amp == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     if amp == "off":
         return None
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp=fp16 needs a CUDA device; use amp=bf16 or amp=off on CPU")
+    if amp == "bf16" and device.type == "cpu":
+        from dualist.models.cpu import cpu_features
+
+        features = cpu_features()
+        if not features.bf16:
+            logger.warning("train.amp=bf16 on a CPU without bf16 instructions (%s): torch emulates bf16 "
+                           "there, several times slower than float32; use amp=off (or auto) on this CPU",
+                           features.describe())
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
