@@ -36,7 +36,9 @@ SIDES = ("dualist", "peer")
 # -bf16: bf16 autocast (dualist amp=bf16, peer bf16=True); -ckpt: dualist gradient_checkpointing=True;
 # -lean: dualist lean_activations=True (attention dropout and GELU recomputed in the backward pass)
 VARIANTS = ("dualist", "peer", "dualist-bf16", "peer-bf16", "dualist-ckpt", "dualist-bf16-ckpt", "dualist-lean",
-            "dualist-bf16-lean", "dualist-bf16-lean-ckpt1", "dualist-bf16-lean-ckpt2")
+            "dualist-bf16-lean", "dualist-bf16-lean-ckpt1", "dualist-bf16-lean-ckpt2", "dualist-lean-ckpt1",
+            "dualist-lean-ckpt2")
+# the float32 ones are what a CPU without native bf16 (AVX2) should train with: bf16 is emulated there
 # -ckptN: gradient checkpointing of the first N layers only (TrainConfig.checkpoint_layers)
 
 
