@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The CPU-dependent benchmarks (encoding, teacher scoring, training), natively and capped to AVX2,
+# one at a time, then both tables: bash bench/cpu_classes.sh OUT [native|avx2|both]
+# About 1 h for both on 2 cores; run it on an otherwise idle machine.
+set -euo pipefail
+out=${1:?usage: bench/cpu_classes.sh OUT [native|avx2|both]}
+which=${2:-both}
+py=${PYTHON:-.venv/bin/python}
+mkdir -p "$out"
+classes=(native avx2)
+[ "$which" = both ] || classes=("$which")
+for cls in "${classes[@]}"; do
+  cap=none; [ "$cls" = avx2 ] && cap=avx2
+  "$py" bench/bench_encode.py --cpu-cap "$cap" --repeats 5 \
+    --variants dualist,peer,dualist-hf,dualist-int8,dualist-bf16,dualist-onnx-fp32,dualist-onnx-int8 \
+    --json "$out/encode-$cls.json"
+  "$py" bench/bench_teacher_scoring.py --cpu-cap "$cap" --repeats 3 \
+    --variants dualist,peer,dualist-int8,dualist-bf16 --json "$out/teacher-$cls.json"
+  "$py" bench/bench_train.py --cpu-cap "$cap" \
+    --repeats 2 --variants peer,dualist,dualist-lean-ckpt1,dualist-bf16-lean-ckpt1 --json "$out/train-$cls.json"
+done
+"$py" bench/results.py "$out"/*.json > "$out/tables.md"
+echo "tables: $out/tables.md"
