@@ -231,6 +231,21 @@ def test_concurrent_reranks_are_micro_batched_and_equal_sequential_ones(served, 
     assert p1 - p0 == sum(len(b.get("documents") or b["doc_ids"]) for b in bodies)
 
 
+def test_rerank_batch_splits_one_model_call_back_into_requests(served):
+    """Without a cross-encoder the student scores; each request gets its own scores, in order."""
+    from dualist.serving import SearchService
+
+    _, _, de, index = served
+    service = SearchService(de, index)
+    requests = [("protein folding", ["enzyme binding", "ocean warming"]), ("sleep", []), ("vaccine", ["dose"])]
+    out = service.rerank_batch(requests)
+    assert [len(scores) for scores in out] == [2, 0, 1]
+    for (query, docs), scores in zip(requests, out):
+        if docs:
+            np.testing.assert_allclose(scores, de.score([query] * len(docs), docs), rtol=1e-5, atol=1e-5)
+    assert service.rerank_batch([("sleep", [])])[0].shape == (0,)
+
+
 def test_metrics_count_requests_and_errors(client):
     client.post("/search", json={"query": "protein", "k": 0})
     text = client.get("/metrics").text
