@@ -63,7 +63,8 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
     """Evaluate one model into the JSON file ``out`` (skipped when up to date); returns ``out``.
 
     ``out`` holds, per section (``rerank_test``, ``rerank_dev``, ``rerank_train``, ``retrieval_test``,
-    ``hybrid_test``; the last two for dual-encoders and, retrieval only, BM25), the mean and per-query metrics, the hubness of the test retrieval run (``hubness_test``, see
+    ``hybrid_test``; the last two for dual-encoders and, retrieval only, BM25), the mean and per-query
+    metrics, the hubness of the test retrieval run (``hubness_test``, see
     :mod:`dualist.evaluation.hubness`; none for a cross-encoder), and the test re-rank scores
     (``rerank_test_scores``) for the diagnostics. ``prefix_cache`` lets dual-encoders that froze the
     same bottom layers share them (a speed setting: results equal within float rounding).
