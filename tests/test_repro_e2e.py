@@ -57,6 +57,39 @@ def test_report_has_every_row_and_plot(repro):
     assert res["settings"]["training qrels"] == "qrels/train.tsv (BEIR)"
 
 
+def test_hybrid_row_is_reported_and_equals_run_hybrid(repro, tiny_beir, capsys):
+    """Before the reruns below change the students: the hybrid figures of a DE are run_hybrid's."""
+    from dualist import stages
+    from dualist.data import read_trec_run
+    from dualist.evaluation import evaluate
+    from dualist.repro.plan import _print_summary
+    from dualist.stages.evaluation import HYBRID, RETRIEVAL_METRICS, run_hybrid
+    from dualist.stages.markers import marker_path
+
+    out, _ = repro
+    res = json.loads((out / "results.json").read_text())
+    rows = {r["id"]: r for r in res["rows"]}
+    for model in ("zeroshot", "onehot", "mse", "margin_mse", "kl", "rankdistil", "m3se"):
+        assert 0.0 <= rows[model]["hybrid nDCG@10"] <= 1.0 and 0.0 <= rows[model]["hybrid R@100"] <= 1.0
+    assert rows["bm25"]["hybrid nDCG@10"] is None and rows["teacher"]["hybrid R@100"] is None
+    # recomputed from scratch: BM25's test candidates and a fresh exact search of the student
+    folder = out / "models/student-m3se-s13"
+    student = stages.load_model(folder / json.loads(marker_path(folder).read_text())["model_path"])
+    ds = stages.load_dataset(tiny_beir, dev_fraction=0.1, seed=13)
+    run = run_hybrid(student, ds, "test", bm25_run=read_trec_run(out / "runs/test.bm25.trec"), **HYBRID)
+    want = evaluate(ds.qrels_for("test"), run, RETRIEVAL_METRICS).mean
+    assert rows["m3se"]["hybrid nDCG@10"] == pytest.approx(want["ndcg@10"], abs=1e-6)
+    assert rows["m3se"]["hybrid R@100"] == pytest.approx(want["recall@100"], abs=1e-6)
+    written = read_trec_run(out / "runs/test.m3se-s0.hybrid.trec")
+    assert {q: list(d)[:10] for q, d in written.items()} == {q: list(d)[:10] for q, d in run.items()}
+    # shown beside the retrieval figures in the console summary and the report
+    _print_summary(res, out / "report/index.html")
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.index("retrieval R@100") < header.index("hybrid nDCG@10") < header.index("hybrid R@100")
+    html = (out / "report/index.html").read_text()
+    assert "hybrid nDCG@10" in html and "reciprocal rank fusion" in html
+
+
 def test_rerun_skips_finished_stages(repro, caplog):
     out, argv = repro
     stamp = (out / "models/teacher/.done.json").stat().st_mtime

@@ -173,6 +173,14 @@ def test_malformed_and_oversize_bodies(client):
     assert client.post("/search", json={"query": "protein"}).status_code == 200
 
 
+def _histogram(url: str, name: str) -> tuple[float, float]:
+    """(count, sum) of a Prometheus histogram the server exports."""
+    text = httpx.get(url + "/metrics").text
+    count = float(re.search(rf"^{name}_count (\S+)$", text, re.M).group(1))
+    total = float(re.search(rf"^{name}_sum (\S+)$", text, re.M).group(1))
+    return count, total
+
+
 def test_concurrent_queries_are_micro_batched(served):
     url = served[0]
 
@@ -182,17 +190,60 @@ def test_concurrent_queries_are_micro_batched(served):
                                         for i in range(n)))
         return [r.status_code for r in rs]
 
-    def batch_counts() -> tuple[float, float]:
-        text = httpx.get(url + "/metrics").text
-        count = float(re.search(r"^dualist_search_batch_size_count (\S+)$", text, re.M).group(1))
-        total = float(re.search(r"^dualist_search_batch_size_sum (\S+)$", text, re.M).group(1))
-        return count, total
-
-    c0, s0 = batch_counts()
+    c0, s0 = _histogram(url, "dualist_search_batch_size")
     assert asyncio.run(burst(16)) == [200] * 16
-    c1, s1 = batch_counts()
+    c1, s1 = _histogram(url, "dualist_search_batch_size")
     assert s1 - s0 == 16  # every query went through the batcher...
     assert c1 - c0 < 16  # ...in fewer forward passes than queries
+
+
+def test_concurrent_reranks_are_micro_batched_and_equal_sequential_ones(served, client):
+    url = served[0]
+    words = ["protein folding", "ocean warming carbon", "vaccine antibody dose", "sleep melatonin",
+             "enzyme binding peptide", "climate sea ice"]
+    bodies = [{"query": words[i % len(words)] + f" {i}",
+               "documents": [words[(i + j) % len(words)] + " study" * j for j in range(1 + i % 4)]}
+              for i in range(12)]
+    bodies.append({"query": "protein folding", "doc_ids": ["d000", "d100", "d201"]})
+    sequential = []
+    for body in bodies:  # one at a time: each request is alone in its cross-encoder call
+        r = client.post("/rerank", json=body)
+        assert r.status_code == 200, r.text
+        sequential.append(r.json())
+
+    async def burst() -> list:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            return await asyncio.gather(*(c.post("/rerank", json=b) for b in bodies))
+
+    c0, s0 = _histogram(url, "dualist_rerank_batch_size")
+    p0 = _histogram(url, "dualist_rerank_batch_pairs")[1]
+    concurrent = asyncio.run(burst())
+    c1, s1 = _histogram(url, "dualist_rerank_batch_size")
+    p1 = _histogram(url, "dualist_rerank_batch_pairs")[1]
+    assert [r.status_code for r in concurrent] == [200] * len(bodies)
+    for alone, together, body in zip(sequential, (r.json() for r in concurrent), bodies):
+        n = len(body.get("documents") or body["doc_ids"])
+        assert len(together["scores"]) == n and together["model"] == "cross-encoder"
+        # the same scores whichever pairs shared the call (only the padding differs)
+        np.testing.assert_allclose(together["scores"], alone["scores"], rtol=1e-4, atol=1e-4)
+    assert s1 - s0 == len(bodies)  # every request went through the re-rank batcher...
+    assert c1 - c0 < len(bodies)  # ...in fewer cross-encoder calls than requests
+    assert p1 - p0 == sum(len(b.get("documents") or b["doc_ids"]) for b in bodies)
+
+
+def test_rerank_batch_splits_one_model_call_back_into_requests(served):
+    """Without a cross-encoder the student scores; each request gets its own scores, in order."""
+    from dualist.serving import SearchService
+
+    _, _, de, index = served
+    service = SearchService(de, index)
+    requests = [("protein folding", ["enzyme binding", "ocean warming"]), ("sleep", []), ("vaccine", ["dose"])]
+    out = service.rerank_batch(requests)
+    assert [len(scores) for scores in out] == [2, 0, 1]
+    for (query, docs), scores in zip(requests, out):
+        if docs:
+            np.testing.assert_allclose(scores, de.score([query] * len(docs), docs), rtol=1e-5, atol=1e-5)
+    assert service.rerank_batch([("sleep", [])])[0].shape == (0,)
 
 
 def test_metrics_count_requests_and_errors(client):
@@ -212,10 +263,12 @@ def test_sigterm_finishes_in_flight_requests_then_exits(served):
             tasks = [asyncio.create_task(c.post("/search", json={"query": f"climate {i}", "k": 3,
                                                                  "rerank": True, "rerank_depth": 20}))
                      for i in range(8)]
+            tasks += [asyncio.create_task(c.post("/rerank", json={"query": f"ocean {i}", "doc_ids": ["d000", "d100"]}))
+                      for i in range(4)]
             await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
             return [r.status_code for r in await asyncio.gather(*tasks)]
 
-    assert asyncio.run(in_flight()) == [200] * 8
+    assert asyncio.run(in_flight()) == [200] * 12
     assert proc.wait(timeout=30) == 0
     assert "dualist serve: stopped" in proc.stderr.read()

@@ -22,6 +22,12 @@ builds only FLAT, HNSW, HNSW_SQ, IVF_FLAT and IVF_SQ8 (an unknown type fails in 
 indexer, and searches then silently scan unindexed segments). HNSW and IVF in milvus-lite are
 built with faiss-cpu, which the ``[milvus]`` extra therefore includes.
 
+On a server the same code runs; it is tested against the standalone Milvus 2.3.5 that the
+``milvus`` wheel runs (the ``[milvus-server]`` extra, ``milvus-server`` command). That server
+builds FLAT, HNSW, IVF_FLAT and IVF_SQ8 and refuses HNSW_SQ and IVF_RABITQ: the refusal becomes a
+:class:`~dualist.errors.ConfigError`, and the collection pymilvus created before the index is
+dropped again.
+
 Scores are inner products ("higher is better"); returned hits are ordered by score, then insertion
 order, like every dualist index. ``save(dir)`` writes ``params.json`` and ``ids.json``; a
 milvus-lite database created by the index itself lives in ``dir/milvus.db`` (a folder), a given URI
@@ -67,6 +73,19 @@ def _import_pymilvus():
     except ImportError as e:
         raise MissingDependencyError("pymilvus", "MilvusIndex", "milvus") from e
     return pymilvus
+
+
+def _hit_pk(hit: Any) -> int:
+    """A search hit's primary key. pymilvus keys it by the field name the server reports (``pk``:
+    milvus-lite 3.2) or, from a server that reports none (Milvus 2.3), by ``id``."""
+    return hit[_PK] if _PK in hit else hit["id"]
+
+
+def _server_version(client: Any) -> str:
+    try:
+        return f"version {client.get_server_version()}"
+    except Exception:  # only for the message
+        return "version unknown"
 
 
 def _is_lite(uri: str) -> bool:
@@ -195,7 +214,19 @@ class MilvusIndex(BaseIndex):
         index_params = client.prepare_index_params()
         index_params.add_index(_VEC, index_type=self.milvus_index_type, metric_type="IP",
                                params=self._index_params())
-        client.create_collection(self.collection, schema=schema, index_params=index_params)
+        try:
+            client.create_collection(self.collection, schema=schema, index_params=index_params)
+        except Exception as e:
+            # pymilvus creates the collection, then its index: a refused index leaves an unindexed collection
+            if client.has_collection(self.collection):
+                client.drop_collection(self.collection)
+            if "index type" not in str(e).lower():
+                raise
+            raise ConfigError(f"Milvus at {self._uri_open} ({_server_version(client)}) refuses the index type "
+                              f"{self.milvus_index_type} ({self.index_type} with quantization={self.quantization!r}): "
+                              f"{e}; FLAT, HNSW, IVF_FLAT and IVF_FLAT with int8 (IVF_SQ8) build on every Milvus "
+                              "server and on milvus-lite; HNSW with int8 (HNSW_SQ) and binary (IVF_RABITQ) need a "
+                              "newer server") from e
         self._dim = dim
 
     # -- contract --------------------------------------------------------------------------------
@@ -262,7 +293,7 @@ class MilvusIndex(BaseIndex):
         for i, found in enumerate(hits):
             if not found:
                 continue
-            r = np.fromiter((h[_PK] for h in found), dtype=np.int64, count=len(found))
+            r = np.fromiter((_hit_pk(h) for h in found), dtype=np.int64, count=len(found))
             if rescoring:
                 vecs = np.asarray([h["entity"][_VEC] for h in found], dtype=np.float32)
                 s = vecs @ q[i]

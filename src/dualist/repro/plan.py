@@ -11,7 +11,8 @@ interrupted run continues where it stopped and a changed setting recomputes only
 3. teacher scores for the training candidates (cached, resumable);
 4. dual-encoder students from the same starting weights and budget: one-hot and each distillation loss;
 5. evaluation of BM25, the zero-shot starting DE, the teacher and every student: re-rank mode
-   (BM25 top-K; MRR@10, nDCG@10) and, for dual-encoders, retrieval mode (nDCG@10, Recall@100);
+   (BM25 top-K; MRR@10, nDCG@10) and, for dual-encoders, retrieval mode (nDCG@10, Recall@100) and
+   hybrid retrieval (BM25 + the DE's retrieval run, reciprocal rank fusion; the same two figures);
 6. the report: diagnostics, ``report/index.html``, ``report/report.md`` and ``results.json``.
 
 The budgets come from a :class:`~dualist.repro.profiles.Profile`; this module only turns them into
@@ -328,6 +329,8 @@ def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: di
 
 def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: Samples,
               resumed: bool) -> dict[str, Any]:
+    from dualist.stages.evaluation import HYBRID
+
     carved = getattr(ds, "carved_dev", None)
     settings: dict[str, Any] = {
         "dataset": name, "profile": dataclasses.asdict(prof), "seeds": args.seeds, "base_seed": args.seed,
@@ -343,6 +346,8 @@ def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: S
                                                  else len(ds.queries_for("dev"))),
         "documents": len(ds.corpus),
         "training qrels": getattr(ds, "train_qrels_file", "qrels/train.tsv (BEIR)"),
+        "hybrid retrieval": (f"BM25 top {HYBRID['depth']} + DE top {HYBRID['depth']}, reciprocal rank fusion "
+                             f"(k = {HYBRID['rrf_k']}), best {HYBRID['k']} kept"),
         "positive grade": f">= {samples.min_grade}",
         "resumed work folder": resumed}
     if args.override:

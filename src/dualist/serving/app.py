@@ -5,7 +5,9 @@ Endpoints: ``POST /search`` (dense, BM25 or hybrid; optional cross-encoder re-ra
 (Prometheus text format) and the OpenAPI docs (``/docs``, ``/openapi.json``).
 
 Concurrent ``/search`` requests are micro-batched (:class:`~dualist.serving.batcher.MicroBatcher`)
-into one forward pass; all model work runs on one thread, so calls never overlap. Every limit of
+into one forward pass, and concurrent ``/rerank`` requests, by a second batcher, into one
+cross-encoder call over all their pairs; ``/encode`` is not batched (each request is already a batch
+of texts). All model work runs on one thread, so calls never overlap. Every limit of
 :class:`~dualist.serving.config.ServeConfig` is checked before any model work and answered with a
 4xx and a ``detail`` message; a failing request never stops the server.
 """
@@ -61,6 +63,15 @@ class _Metrics:
         self.batch = pc.Histogram("dualist_search_batch_size", "queries per micro-batched forward pass",
                                   buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.queue = pc.Gauge("dualist_search_queue", "queries waiting for a batch", registry=self.registry)
+        self.rerank_batch = pc.Histogram("dualist_rerank_batch_size",
+                                         "/rerank requests per micro-batched cross-encoder call",
+                                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        self.rerank_pairs = pc.Histogram("dualist_rerank_batch_pairs",
+                                         "(query, document) pairs per micro-batched cross-encoder call",
+                                         buckets=(1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+                                         registry=self.registry)
+        self.rerank_queue = pc.Gauge("dualist_rerank_queue", "/rerank requests waiting for a batch",
+                                     registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         return self.pc.generate_latest(self.registry), self.pc.CONTENT_TYPE_LATEST
@@ -140,6 +151,14 @@ def create_app(service: SearchService, cfg: ServeConfig | None = None) -> Any:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualist-model")
     batcher = MicroBatcher(service.search_batch, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
                            executor=executor, on_batch=metrics.batch.observe)
+
+    def rerank_batch(requests: list[tuple[str, list[str]]]) -> list[Any]:
+        metrics.rerank_pairs.observe(sum(len(docs) for _, docs in requests))
+        return service.rerank_batch(requests)
+
+    # same executor: the cross-encoder never runs beside a search batch
+    rerank_batcher = MicroBatcher(rerank_batch, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
+                                  executor=executor, on_batch=metrics.rerank_batch.observe)
     started = time.time()
 
     def unprocessable(message: str) -> HTTPException:
@@ -168,13 +187,16 @@ def create_app(service: SearchService, cfg: ServeConfig | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
         batcher.start()
+        rerank_batcher.start()
         port = getattr(app.state, "port", None)
         if port is not None:
             # One parseable line for scripts and tests: the server is up and answering.
             print(f"dualist serve: listening on http://{cfg.host}:{port}", file=sys.stderr, flush=True)
         yield
-        logger.info("shutting down: finishing %d queued queries", batcher.pending)
+        logger.info("shutting down: finishing %d queued queries and %d re-rank requests", batcher.pending,
+                    rerank_batcher.pending)
         await batcher.close()
+        await rerank_batcher.close()
         executor.shutdown(wait=True)
         print("dualist serve: stopped", file=sys.stderr, flush=True)
 
@@ -232,7 +254,11 @@ def create_app(service: SearchService, cfg: ServeConfig | None = None) -> Any:
         else:
             docs = req.documents
             check_texts("documents", docs)
-        scores = await on_model_thread(service.rerank, req.query, docs)
+        metrics.rerank_queue.set(rerank_batcher.pending)
+        try:
+            scores = await rerank_batcher.submit((req.query, docs))
+        except BatcherClosed as e:
+            raise HTTPException(status_code=503, detail=str(e)) from None
         scores = [float(s) for s in scores]
         ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         return {"scores": scores, "ranking": ranking, "took_ms": 1000 * (time.perf_counter() - t0),
@@ -252,7 +278,7 @@ def create_app(service: SearchService, cfg: ServeConfig | None = None) -> Any:
     @app.get("/health", summary="liveness, and what this server can do")
     async def health():
         return {"status": "ok", "uptime_s": round(time.time() - started, 3), "queued": batcher.pending,
-                **service.info()}
+                "rerank_queued": rerank_batcher.pending, **service.info()}
 
     @app.get("/metrics", summary="Prometheus metrics: request counts, latency histograms, batch sizes")
     async def prometheus():

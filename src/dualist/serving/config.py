@@ -26,8 +26,10 @@ class ServeConfig:
     precision: ServePrecision = opt("fp32", "inference precision of the model(s), as for 'dualist search'")
     host: str = opt("127.0.0.1", "interface to listen on (127.0.0.1 = this machine only)")
     port: int = opt(8000, "TCP port (0 = any free port; the chosen one is logged)")
-    max_batch: int = opt(32, "most queries per forward pass when concurrent requests are micro-batched")
-    max_wait_ms: float = opt(2.0, "how long a lone query waits for others to share its forward pass")
+    max_batch: int = opt(32, "most queries per forward pass when concurrent /search requests are micro-batched "
+                             "(and most /rerank requests per cross-encoder call)")
+    max_wait_ms: float = opt(2.0, "how long a lone query (or /rerank request) waits for others to share its "
+                                  "forward pass")
     max_query_chars: int = opt(2000, "longest query accepted (characters); longer ones get 422")
     max_k: int = opt(1000, "largest k (and rerank_depth) accepted")
     max_texts: int = opt(256, "most texts per /encode request and documents per /rerank request")

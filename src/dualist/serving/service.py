@@ -2,7 +2,8 @@
 
 Everything is loaded once (:meth:`SearchService.from_config`); :meth:`SearchService.search_batch`
 answers many queries with one query-encoder forward pass, one index search, one BM25 search and one
-cross-encoder call, which is what the micro-batcher feeds it. No FastAPI here: the service is a
+cross-encoder call, and :meth:`SearchService.rerank_batch` many re-rank requests with one cross-encoder
+call: what the two micro-batchers feed them. No FastAPI here: the service is a
 plain object, usable and testable without a server.
 """
 
@@ -123,9 +124,24 @@ class SearchService:
 
     def rerank(self, query: str, docs: list[str]) -> np.ndarray:
         """Scores of ``docs`` for ``query``: the cross-encoder's, or the student's without one."""
-        if self.reranker is not None:
-            return self.reranker.score([query] * len(docs), docs, batch_size=64, show_progress=False)
-        return self.model.score([query] * len(docs), docs) if docs else np.zeros(0, np.float32)
+        return self.rerank_batch([(query, docs)])[0]
+
+    def rerank_batch(self, requests: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        """Scores of each ``(query, docs)`` request, from one model call over all their pairs.
+
+        The pairs of every request go through the cross-encoder together (it sorts them by length and
+        pads per mini-batch), so several small requests fill its batches instead of each running its own.
+        """
+        queries = [q for q, docs in requests for _ in docs]
+        docs = [d for _, ds in requests for d in ds]
+        if not docs:
+            scores = np.zeros(0, np.float32)
+        elif self.reranker is not None:
+            scores = self.reranker.score(queries, docs, batch_size=64, show_progress=False)
+        else:
+            scores = self.model.score(queries, docs)
+        bounds = np.cumsum([0] + [len(ds) for _, ds in requests])
+        return [np.asarray(scores[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def doc_text(self, did: str) -> str:
         return self.dataset.doc_text(did)

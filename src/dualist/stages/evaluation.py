@@ -2,7 +2,8 @@
 
 The stage evaluates one model the way the paper's table does: re-rank mode on the test split (the
 candidates' top ``rerank_depth``), on dev and on a fixed sample of training queries (the train-vs-test
-gap), and, for a dual-encoder, retrieval mode over the whole corpus. BM25 is evaluated in its own order.
+gap), and, for a dual-encoder, retrieval mode over the whole corpus and hybrid retrieval (its
+retrieval run fused with the BM25 test candidates, :data:`HYBRID`). BM25 is evaluated in its own order.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from dualist._io import fingerprint_obj, read_json, write_json
 from dualist.data import Dataset
 from dualist.stages import markers
-from dualist.stages.inputs import dataset_fingerprint, model_fingerprint, split_queries
+from dualist.stages.inputs import dataset_fingerprint, model_fingerprint, model_kind, split_queries
 
 if TYPE_CHECKING:
     from dualist.evaluation import EvalResult
     from dualist.index import BaseIndex
     from dualist.models import CrossEncoder, DualEncoder, DualEncoderConfig, PrefixCache
 
-__all__ = ["EvaluationConfig", "evaluation_stage", "RERANK_METRICS", "RETRIEVAL_METRICS", "run_rerank",
+__all__ = ["EvaluationConfig", "evaluation_stage", "RERANK_METRICS", "RETRIEVAL_METRICS", "HYBRID", "run_rerank",
            "run_retrieve", "run_hybrid", "run_evaluate"]
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 Run = dict[str, dict[str, float]]
 RERANK_METRICS = ["mrr@10", "ndcg@10"]
 RETRIEVAL_METRICS = ["ndcg@10", "mrr@10", "recall@100"]
+HYBRID: dict[str, Any] = {"method": "rrf", "depth": 100, "k": 100, "rrf_k": 60}
+"""The hybrid evaluation of a dual-encoder: each query's BM25 top ``depth`` (the test candidates) and the
+DE's retrieval top ``depth`` (its retrieval run, which keeps 100), reciprocal-rank fused, best ``k`` kept."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,9 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
                      prefix_cache: PrefixCache | None = None) -> Path:
     """Evaluate one model into the JSON file ``out`` (skipped when up to date); returns ``out``.
 
-    ``out`` holds, per section (``rerank_test``, ``rerank_dev``, ``rerank_train``, ``retrieval_test``),
-    the mean and per-query metrics, the hubness of the test retrieval run (``hubness_test``, see
+    ``out`` holds, per section (``rerank_test``, ``rerank_dev``, ``rerank_train``, ``retrieval_test``,
+    ``hybrid_test``; the last two for dual-encoders and, retrieval only, BM25), the mean and per-query
+    metrics, the hubness of the test retrieval run (``hubness_test``, see
     :mod:`dualist.evaluation.hubness`; none for a cross-encoder), and the test re-rank scores
     (``rerank_test_scores``) for the diagnostics. ``prefix_cache`` lets dual-encoders that froze the
     same bottom layers share them (a speed setting: results equal within float rounding).
@@ -82,6 +87,8 @@ def _fingerprint(dataset: Dataset, config: EvaluationConfig) -> str:
             config.dev_depth, config.gap_queries, RERANK_METRICS, RETRIEVAL_METRICS, "hubness@10"]
     if config.model is None:
         return fingerprint_obj([config.name, *base])
+    if not isinstance(config.model, Path) or model_kind(config.model) == "dual_encoder":
+        base.append({"hybrid": HYBRID})  # only dual-encoders have the section: a teacher's stays done
     model = model_fingerprint(config.model) if isinstance(config.model, Path) else config.model
     return fingerprint_obj([config.name, model, *base])
 
@@ -155,6 +162,11 @@ def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncod
             write_trec_run(ret, config.runs_dir / f"test.{config.name}.retrieval.trec", tag=config.name)
         res["retrieval_test"] = evaluate(dataset.qrels_for("test"), ret, RETRIEVAL_METRICS).to_dict()
         res["hubness_test"] = hubness(ret, k=10, corpus_size=len(dataset.corpus)).to_dict()
+        # BM25's side is the test candidate run and the dense side the retrieval run just made: no new search
+        out = config.runs_dir / f"test.{config.name}.hybrid.trec" if config.runs_dir is not None else None
+        hyb = run_hybrid(model, dataset, "test", bm25_run=read_trec_run(config.test_candidates), dense_run=ret,
+                         out=out, **HYBRID)
+        res["hybrid_test"] = evaluate(dataset.qrels_for("test"), hyb, RETRIEVAL_METRICS).to_dict()
     return res
 
 
