@@ -252,20 +252,34 @@ def test_metrics_count_requests_and_errors(client):
     assert re.search(r'dualist_requests_total\{endpoint="/search",method="POST",status="200"\} [1-9]', text)
     assert re.search(r'dualist_requests_total\{endpoint="/search",method="POST",status="422"\} [1-9]', text)
     assert 'dualist_request_seconds_bucket{endpoint="/search",le="0.1"}' in text
+    # the /metrics request being answered is the one in progress; finished ones are not
+    assert 'dualist_requests_in_progress{endpoint="/metrics"} 1.0' in text
+    assert 'dualist_requests_in_progress{endpoint="/search"} 0.0' in text
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(served):
     """Last in the module: it stops the shared server."""
     url, proc, _, _ = served
 
+    def received(text: str) -> float:
+        """/search and /rerank requests the server has taken in: answered or in progress."""
+        return sum(float(v) for v in re.findall(
+            r'dualist_requests(?:_total|_in_progress)\{endpoint="/(?:search|rerank)"[^}]*\} (\S+)', text))
+
     async def in_flight() -> list[int]:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c, httpx.AsyncClient(base_url=url) as probe:
+            before = received((await probe.get("/metrics")).text)
             tasks = [asyncio.create_task(c.post("/search", json={"query": f"climate {i}", "k": 3,
                                                                  "rerank": True, "rerank_depth": 20}))
                      for i in range(8)]
             tasks += [asyncio.create_task(c.post("/rerank", json={"query": f"ocean {i}", "doc_ids": ["d000", "d100"]}))
                       for i in range(4)]
-            await asyncio.sleep(0.05)
+            # signal once the server holds all 12 (a request still on the wire when uvicorn stops accepting
+            # would be refused, which is not what this test is about; on a loaded machine that took > 50 ms)
+            for _ in range(600):
+                if received((await probe.get("/metrics")).text) - before >= 12:
+                    break
+                await asyncio.sleep(0.01)
             proc.send_signal(signal.SIGTERM)
             return [r.status_code for r in await asyncio.gather(*tasks)]
 

@@ -72,6 +72,8 @@ class _Metrics:
                                          registry=self.registry)
         self.rerank_queue = pc.Gauge("dualist_rerank_queue", "/rerank requests waiting for a batch",
                                      registry=self.registry)
+        self.in_progress = pc.Gauge("dualist_requests_in_progress", "HTTP requests received and not yet answered",
+                                    ["endpoint"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         return self.pc.generate_latest(self.registry), self.pc.CONTENT_TYPE_LATEST
@@ -91,6 +93,7 @@ class _Guard:
         endpoint = path if path in ENDPOINTS else "other"
         status = {"code": 500}
         t0 = time.perf_counter()
+        self.metrics.in_progress.labels(endpoint).inc()
 
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -126,6 +129,7 @@ class _Guard:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_progress.labels(endpoint).dec()
             self.metrics.requests.labels(endpoint, scope.get("method", ""), str(status["code"])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
