@@ -142,7 +142,8 @@ def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncod
     bs = config.batch_size
     doc_emb = encode_corpus(model, dataset, batch_size=bs) if is_de else None
     res: dict[str, Any] = {}
-    test_run = rerank(model, dataset, dataset.queries_for("test"), read_trec_run(config.test_candidates),
+    test_cands = read_trec_run(config.test_candidates)
+    test_run = rerank(model, dataset, dataset.queries_for("test"), test_cands,
                       depth=config.rerank_depth, batch_size=bs, doc_embeddings=doc_emb)
     if config.runs_dir is not None:
         write_trec_run(test_run, config.runs_dir / f"test.{config.name}.rerank.trec", tag=config.name)
@@ -164,8 +165,7 @@ def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncod
         res["hubness_test"] = hubness(ret, k=10, corpus_size=len(dataset.corpus)).to_dict()
         # BM25's side is the test candidate run and the dense side the retrieval run just made: no new search
         out = config.runs_dir / f"test.{config.name}.hybrid.trec" if config.runs_dir is not None else None
-        hyb = run_hybrid(model, dataset, "test", bm25_run=read_trec_run(config.test_candidates), dense_run=ret,
-                         out=out, **HYBRID)
+        hyb = run_hybrid(model, dataset, "test", bm25_run=test_cands, dense_run=ret, out=out, **HYBRID)
         res["hybrid_test"] = evaluate(dataset.qrels_for("test"), hyb, RETRIEVAL_METRICS).to_dict()
     return res
 
