@@ -227,3 +227,24 @@ def test_best_cells_leave_spread_columns_alone():
 
     rows = [{"m": "a", "ndcg": 0.40, "ndcg std": 0.020}, {"m": "b", "ndcg": 0.45, "ndcg std": 0.001}]
     assert best_cells(rows, ["m", "ndcg", "ndcg std"]) == {(1, "ndcg")}
+
+
+def test_summary_hubness_counts_read_as_counts():
+    # a document count is a whole number: one seed prints "1915", not "1915.000"; several seeds
+    # print their mean rounded to a whole count; and no hubness column is bolded as "best"
+    from dualist.report.summary import HUBNESS_COLUMNS, ModelResults, summarize
+
+    def ev(distinct, top):
+        return {"hubness_test": {"distinct": distinct, "max_occurrence": top, "skewness": 1.5}}
+
+    one = summarize([ModelResults("zeroshot", "dual_encoder", (ev(1915, 13),)),
+                     ModelResults("bm25", "bm25", (ev(662, 131),))], seeds=1)
+    rows = {r["id"]: r for r in one.rows()}
+    assert rows["zeroshot"]["top-10 distinct docs"] == 1915 and isinstance(rows["zeroshot"]["top-10 distinct docs"], int)
+    table = markdown_table(one.rows(), ["model", *HUBNESS_COLUMNS], bold_best=True)
+    assert "| 1915 |" in table.replace("  ", " ") or " 1915 " in table
+    assert "1915.000" not in table and "**" not in table
+    three = summarize([ModelResults("zeroshot", "dual_encoder", (ev(600, 100), ev(601, 120), ev(601, 131)))], seeds=3)
+    row = three.rows()[0]
+    assert row["top-10 distinct docs"] == 601 and row["top-10 max occurrence"] == 117
+    assert all(isinstance(row[c], int) for c in HUBNESS_COLUMNS)

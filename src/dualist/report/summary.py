@@ -50,10 +50,16 @@ class ModelResults:
         values = self.figures(metric_id)
         return None if values is None else float(np.mean(values))
 
-    def hubness(self, figure: str) -> float | None:
-        """A hubness figure of the test retrieval runs, averaged over the seeds (None: no retrieval run)."""
+    def hubness(self, figure: str) -> int | float | None:
+        """A hubness figure of the test retrieval runs, averaged over the seeds (None: no retrieval run).
+
+        The counts (``distinct``, ``max_occurrence``) are documents and lists, so their mean over the
+        seeds is rounded to a whole count; other figures (``skewness``) stay floats."""
         hub = [e["hubness_test"] for e in self.evaluations if "hubness_test" in e]
-        return float(np.mean([h[figure] for h in hub])) if hub else None
+        if not hub:
+            return None
+        mean = float(np.mean([h[figure] for h in hub]))
+        return round(mean) if all(isinstance(h[figure], int) for h in hub) else mean
 
     def per_query(self, section: str, metric: str) -> dict[str, float]:
         """Each query's value, averaged over the seeds (the queries every seed evaluated)."""
