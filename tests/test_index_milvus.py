@@ -108,3 +108,20 @@ def test_cli_index_and_search_with_milvus(tiny_beir, tiny_bert, tmp_path):
     milvus, exact = read_trec_run(tmp_path / "m.trec"), read_trec_run(tmp_path / "x.trec")
     assert {q: list(d) for q, d in milvus.items()} == {q: list(d) for q, d in exact.items()}
     load_index(tmp_path / "m").close()
+
+
+def test_server_token_comes_from_the_environment_and_is_never_saved(tmp_path, monkeypatch):
+    # a secret on the command line shows in `ps`: the CLI, search and serve take it from
+    # DUALIST_MILVUS_TOKEN, an explicit token wins, and params.json never holds it
+    monkeypatch.setenv("DUALIST_MILVUS_TOKEN", "root:Milvus")
+    assert MilvusIndex("http://localhost:19530").token == "root:Milvus"
+    assert MilvusIndex("http://localhost:19530", token="other").token == "other"
+    monkeypatch.delenv("DUALIST_MILVUS_TOKEN")
+    assert MilvusIndex("http://localhost:19530").token is None
+    rng = np.random.default_rng(0)
+    index = MilvusIndex(collection="tok")
+    index.add([f"d{i}" for i in range(8)], rng.standard_normal((8, 4)).astype(np.float32))
+    index.save(tmp_path / "idx")
+    monkeypatch.setenv("DUALIST_MILVUS_TOKEN", "root:Milvus")
+    assert MilvusIndex.load(tmp_path / "idx").token == "root:Milvus"
+    assert "root:Milvus" not in "".join(p.read_text() for p in (tmp_path / "idx").glob("*.json"))

@@ -157,7 +157,7 @@ class IndexArgs:
     ef_search: int = opt(0, "HNSW search beam width, saved as the index's default (0 = FAISS's default, 16)")
     out: str = opt("", "output index folder")
     milvus_uri: str = opt("", "--backend milvus: a server URI (http://host:19530); empty = milvus-lite in the "
-                              "index folder")
+                              "index folder; a server's token comes from DUALIST_MILVUS_TOKEN")
     milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT"] = opt("HNSW", "--backend milvus: FLAT (exact), HNSW or IVF_FLAT")
     quantization: Literal["none", "int8", "binary"] = opt("none", "--backend milvus: vector quantization, "
                                                                   "re-scored exactly (binary needs a server)")

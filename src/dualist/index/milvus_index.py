@@ -43,6 +43,7 @@ Example (needs ``pip install 'dualist[milvus]'``)::
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ __all__ = ["MilvusIndex"]
 logger = logging.getLogger(__name__)
 
 LITE_DIR = "milvus.db"
+TOKEN_ENV = "DUALIST_MILVUS_TOKEN"  # a server token (user:password or an API key)
 _VEC, _PK = "vec", "pk"
 _INSERT_ROWS = 10000
 _MAX_TOPK = 16384  # Milvus' limit on one search's topk
@@ -105,7 +107,9 @@ class MilvusIndex(BaseIndex):
             quantization, else 1 = Milvus' own scores).
         build_params: index build parameters (defaults: HNSW ``M=16, efConstruction=200``; IVF ``nlist=128``).
         search_params: search parameters (defaults: HNSW ``ef=max(64, candidates)``; IVF ``nprobe=16``).
-        token: credentials for a server (``user:password`` or an API key).
+        token: credentials for a server (``user:password`` or an API key); None: the environment
+            variable ``DUALIST_MILVUS_TOKEN`` if set (how ``dualist index``, ``search`` and ``serve`` get
+            it, so that a secret never sits on a command line or in ``params.json``).
     """
 
     type_name = "milvus"
@@ -127,7 +131,8 @@ class MilvusIndex(BaseIndex):
         if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 1:
             raise ConfigError(f"rescore must be a positive integer, got {rescore!r}")
         self.uri, self.collection, self.index_type = uri, collection, index_type
-        self.quantization, self.rescore, self.token = quantization, rescore, token
+        self.quantization, self.rescore = quantization, rescore
+        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         self.build_params = dict(build_params or {})
         self.search_params = dict(search_params or {})
         self._client: Any = None
