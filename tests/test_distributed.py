@@ -79,7 +79,7 @@ def _steps(beir: Path, bert: Path):
     """(name, model, step_fn, batch): one micro-batch per kind of step, the last with a single row, so
     that one of the two processes has none."""
     from dualist.losses import build_loss
-    from dualist.losses.calibration import WithInBatchOneHot
+    from dualist.losses.in_batch import WithInBatchOneHot
     from dualist.models import CrossEncoder, CrossEncoderConfig
     from dualist.training import ExampleSource, student_step, teacher_step
     from dualist.training.runtime import seed_everything
@@ -270,7 +270,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_runs, one_p
 @pytest.mark.parametrize("in_batch", [True, False])
 def test_gradient_caching_gives_the_loss_and_gradients_of_one_pass(tiny_beir, bert, in_batch):
     from dualist.losses import build_loss
-    from dualist.losses.calibration import WithInBatchOneHot
+    from dualist.losses.in_batch import WithInBatchOneHot
     from dualist.training import ExampleSource, student_step
     from dualist.training.grad_cache import GradCacheStep
 

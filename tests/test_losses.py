@@ -371,7 +371,7 @@ def test_calibrated_loss_feeds_the_inner_loss_mapped_teacher_scores():
 
 
 def test_distillation_with_in_batch_one_hot_equals_a_numpy_reference():
-    from dualist.losses.calibration import WithInBatchOneHot
+    from dualist.losses.in_batch import WithInBatchOneHot
 
     rng = np.random.default_rng(0)
     own, extra = 4, 6

@@ -195,7 +195,7 @@ def test_in_batch_negatives_with_a_distillation_loss_add_a_weighted_one_hot_term
     batch = next(ExampleSource(ds, "train", run, cfg, teacher_scores=fake_teacher).batches(0))
     de = DualEncoder(student_config(tiny_bert)).eval()
     from dualist.losses import build_loss
-    from dualist.losses.calibration import WithInBatchOneHot
+    from dualist.losses.in_batch import WithInBatchOneHot
 
     with torch.no_grad():
         combined = student_step(de, batch, WithInBatchOneHot(build_loss("margin_mse"), 0.5), in_batch_negatives=True)

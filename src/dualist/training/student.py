@@ -13,7 +13,8 @@ import torch
 from dualist._io import fingerprint_obj
 from dualist.distributed import gather_rows, loss_share, process_rows, shard_range, shard_sizes, world
 from dualist.errors import ConfigError
-from dualist.losses.calibration import Affine, Calibrated, WithInBatchOneHot, fit_scale
+from dualist.losses.calibration import Affine, Calibrated, fit_scale
+from dualist.losses.in_batch import WithInBatchOneHot
 from dualist.training.config import TrainConfig
 from dualist.training.examples import Batch, ExampleSource, with_in_batch_negatives
 from dualist.training.loop import train_loop
@@ -80,7 +81,7 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     every (query, document) cell from ``teacher_scores`` (:func:`score_candidates`).
 
     With ``train_config.in_batch_negatives`` a distillation loss is applied to the own candidates and
-    ``in_batch_weight`` x the one-hot loss to all columns (:class:`~dualist.losses.calibration.WithInBatchOneHot`);
+    ``in_batch_weight`` x the one-hot loss to all columns (:class:`~dualist.losses.in_batch.WithInBatchOneHot`);
     with ``teacher_calibration="fit"`` the teacher's scores are first put on the starting student's
     scale (:func:`fit_calibration`), and the fitted map is recorded in ``dualist.json``.
 
