@@ -162,7 +162,8 @@ def create_app(service: SearchService, cfg: ServeConfig | None = None) -> Any:
 
     # same executor: the cross-encoder never runs beside a search batch
     rerank_batcher = MicroBatcher(rerank_batch, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
-                                  executor=executor, on_batch=metrics.rerank_batch.observe)
+                                  executor=executor, on_batch=metrics.rerank_batch.observe,
+                                  max_weight=cfg.max_rerank_pairs, weight=lambda request: len(request[1]))
     started = time.time()
 
     def unprocessable(message: str) -> HTTPException:

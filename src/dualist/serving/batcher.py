@@ -2,7 +2,8 @@
 
 A request coroutine :meth:`MicroBatcher.submit`\\ s its item and awaits the result. One worker task
 takes the first waiting item, waits at most ``max_wait_ms`` for more (and takes everything already
-queued), up to ``max_batch`` items, and runs ``fn(items) -> results`` once on the model's executor
+queued), up to ``max_batch`` items (and, given a ``weight``, up to ``max_weight`` in total: a
+request that would overflow the batch opens the next one), and runs ``fn(items) -> results`` once on the model's executor
 thread. While a batch runs, new requests queue up and form the next batch, so under load batches
 fill by themselves and the wait only matters when the server is nearly idle.
 
@@ -48,16 +49,25 @@ class MicroBatcher:
         executor: where ``fn`` runs (None: the loop's default executor). Give the one thread that owns
             the model, so model calls never overlap.
         on_batch: called with each batch's size (metrics).
+        max_weight, weight: with both, a batch also holds at most ``max_weight`` in ``weight(item)``
+            (e.g. the query-document pairs of re-rank requests): an item that would overflow it waits
+            for the next batch, and an item heavier than ``max_weight`` runs alone.
     """
 
     def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = 32, max_wait_ms: float = 2.0,
-                 executor: Executor | None = None, on_batch: Callable[[int], None] | None = None):
+                 executor: Executor | None = None, on_batch: Callable[[int], None] | None = None,
+                 max_weight: int | None = None, weight: Callable[[Any], int] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if (weight is None) != (max_weight is None) or (max_weight is not None and max_weight < 1):
+            raise ValueError(f"give both weight and max_weight >= 1, or neither (got max_weight={max_weight!r}, "
+                             f"weight={'set' if weight is not None else None})")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.fn, self.max_batch, self.max_wait = fn, int(max_batch), max_wait_ms / 1000.0
         self.executor, self.on_batch = executor, on_batch
+        self.max_weight, self.weight = max_weight, weight
+        self._held: tuple[Any, asyncio.Future] | None = None  # taken from the queue, opens the next batch
         self._queue: asyncio.Queue[tuple[Any, asyncio.Future]] | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -97,22 +107,33 @@ class MicroBatcher:
     async def _next_batch(self) -> list[tuple[Any, asyncio.Future]]:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
-        batch = [await self._queue.get()]
+        if self._held is not None:
+            batch, self._held = [self._held], None
+        else:
+            batch = [await self._queue.get()]
+        load = self._weigh(batch[0])
         deadline = loop.time() + self.max_wait
         while len(batch) < self.max_batch:
             try:
-                batch.append(self._queue.get_nowait())
-                continue
+                entry = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                pass
-            left = deadline - loop.time()
-            if left <= 0:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    entry = await asyncio.wait_for(self._queue.get(), left)
+                except TimeoutError:
+                    break
+            w = self._weigh(entry)
+            if self.max_weight is not None and load + w > self.max_weight:
+                self._held = entry  # would overflow this batch: it opens the next one
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), left))
-            except TimeoutError:
-                break
+            batch.append(entry)
+            load += w
         return batch
+
+    def _weigh(self, entry: tuple[Any, asyncio.Future]) -> int:
+        return 0 if self.weight is None else int(self.weight(entry[0]))
 
     async def _worker(self) -> None:
         assert self._queue is not None

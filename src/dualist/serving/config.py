@@ -28,6 +28,8 @@ class ServeConfig:
     port: int = opt(8000, "TCP port (0 = any free port; the chosen one is logged)")
     max_batch: int = opt(32, "most queries per forward pass when concurrent /search requests are micro-batched "
                              "(and most /rerank requests per cross-encoder call)")
+    max_rerank_pairs: int = opt(1024, "most query-document pairs per cross-encoder call when concurrent /rerank "
+                                      "requests are micro-batched (a request with more runs alone)")
     max_wait_ms: float = opt(2.0, "how long a lone query (or /rerank request) waits for others to share its "
                                   "forward pass")
     max_query_chars: int = opt(2000, "longest query accepted (characters); longer ones get 422")
@@ -41,7 +43,7 @@ class ServeConfig:
                           "than cores avoids OpenMP spin-waiting")
 
     def check(self) -> None:
-        for name in ("max_batch", "max_query_chars", "max_k", "max_texts", "max_body_bytes", "hybrid_depth"):
+        for name in ("max_batch", "max_rerank_pairs", "max_query_chars", "max_k", "max_texts", "max_body_bytes", "hybrid_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port < 65536:
