@@ -46,10 +46,12 @@ def test_flat_equals_the_exact_index_through_save_reload_and_drop(reference, tmp
         load_index(tmp_path / "idx")
 
 
-# IVF visits every list here (nprobe = nlist): its default nprobe=16 of nlist=128 lists on 600 random
-# vectors gave recall@10 between 0.82 and 0.95 from run to run (the k-means is not seeded), too loose
-# for a test; bench/bench_milvus.py reports the default's recall on real data
-_IVF_ALL_LISTS = {"build_params": {"nlist": 16}, "search_params": {"nprobe": 16}}
+# IVF visits every list here: its default nprobe=16 of nlist=128 lists on 600 random vectors gave
+# recall@10 between 0.82 and 0.95 from run to run (the k-means is not seeded), too loose for a test;
+# bench/bench_milvus.py reports the default's recall on real data. nprobe is 128, not 16, because
+# milvus-lite 3.2 rebuilds a reopened collection's IVF index with its default nlist=128 whatever
+# nlist it was built with (recall 0.82 after every reload with nprobe=16, nlist=16)
+_IVF_ALL_LISTS = {"build_params": {"nlist": 16}, "search_params": {"nprobe": 128}}
 
 
 @pytest.mark.parametrize("index_type,quantization,params", [("HNSW", "none", {}), ("HNSW", "int8", {}),

@@ -57,8 +57,8 @@ class SearchResults:
 class BaseIndex(abc.ABC):
     """An inner-product index from string ids to embeddings.
 
-    Subclasses implement :meth:`add`, :meth:`search`, :meth:`save`, :meth:`load`, ``__len__`` and
-    :attr:`dim`; the argument checks live here so every index rejects bad input the same way.
+    Subclasses implement :meth:`add`, :meth:`search`, :meth:`save`, :meth:`load` and :attr:`dim`, and
+    keep their ids in ``self._ids`` (``ids`` and ``len()`` read it); the argument checks live here so every index rejects bad input the same way.
     """
 
     type_name: ClassVar[str]  # the ``type`` written to params.json
@@ -68,13 +68,15 @@ class BaseIndex(abc.ABC):
     def dim(self) -> int | None:
         """Embedding dimension; ``None`` until the first :meth:`add`."""
 
-    @abc.abstractmethod
-    def __len__(self) -> int: ...
+    _ids: list[str]  # every subclass keeps its document ids here, in insertion order
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
     @property
-    @abc.abstractmethod
     def ids(self) -> list[str]:
-        """Document ids in insertion order."""
+        """Document ids in insertion order (a copy)."""
+        return list(self._ids)
 
     @abc.abstractmethod
     def add(self, ids: Sequence[str], embeddings: np.ndarray) -> None:

@@ -87,13 +87,6 @@ class ExactIndex(BaseIndex):
         return self._dim
 
     @property
-    def ids(self) -> list[str]:
-        return list(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    @property
     def embeddings(self) -> np.ndarray:
         """All embeddings, ``(len(self), dim)`` in the storage dtype, in insertion order (read-only)."""
         if self._pending:

@@ -83,13 +83,6 @@ class FaissIndex(BaseIndex):
         return None if self._index is None else int(self._index.d)
 
     @property
-    def ids(self) -> list[str]:
-        return list(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    @property
     def is_trained(self) -> bool:
         return self._index is not None and bool(self._index.is_trained)
 

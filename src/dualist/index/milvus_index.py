@@ -149,13 +149,6 @@ class MilvusIndex(BaseIndex):
         return self._dim
 
     @property
-    def ids(self) -> list[str]:
-        return list(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    @property
     def milvus_index_type(self) -> str:
         """The Milvus index actually built (quantization folded in)."""
         if self.quantization == "int8":
