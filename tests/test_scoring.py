@@ -127,6 +127,10 @@ def test_teacher_fingerprint_is_the_same_for_a_model_and_its_saved_folder(tiny_b
     teacher = CrossEncoder(CrossEncoderConfig(model=str(tiny_bert), max_length=32))
     fp = teacher_fingerprint(teacher)
     assert teacher_fingerprint(teacher) == fp
+    # scoring leaves its truncation setting in the fast tokenizer's state (and in a saved tokenizer.json);
+    # that is not the model, so it must not make cached scores look stale
+    teacher.score(["a query"] * 2, ["one document", "another document here"])
+    assert teacher_fingerprint(teacher) == fp
     teacher.save_pretrained(tmp_path / "t")
     assert teacher_fingerprint(CrossEncoder.from_pretrained(tmp_path / "t")) == fp
     with torch.no_grad():

@@ -201,6 +201,22 @@ def truncate_layers(model: torch.nn.Module, num_layers: int) -> torch.nn.Module:
     return model
 
 
+def save_tokenizer(tokenizer: Any, path: str | Path) -> None:
+    """``tokenizer.save_pretrained(path)`` without the last call's truncation and padding.
+
+    A fast tokenizer keeps the truncation and padding of its last call in its backend, and saving
+    writes them into ``tokenizer.json`` (and, reloaded, into ``tokenizer_config.json``): the same
+    model saved before and after scoring would differ in those files, and cached teacher scores
+    keyed by the saved files' hash would look stale. Every call sets both again, so clearing them
+    changes nothing a caller sees.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    tokenizer.save_pretrained(path)
+
+
 def load_pretrained(spec: str, auto_class: Any, num_layers: int | None = None, **model_kwargs: Any):
     """Load ``auto_class.from_pretrained(spec)`` and its tokenizer, with dualist's errors and truncation."""
     from transformers import AutoTokenizer

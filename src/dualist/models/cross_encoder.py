@@ -42,7 +42,7 @@ from dualist.models.batching import Collector, length_sorted_batches
 from dualist.models.inputs import check_texts, effective_length, model_max_length, with_overrides
 from dualist.models.pooling import eval_mode, mean_pool
 from dualist.models.precision import check_precision, Float32Head, InferencePrecision, reduced_precision
-from dualist.models.backbone import load_pretrained
+from dualist.models.backbone import load_pretrained, save_tokenizer
 from dualist.models.card import write_model_card
 from dualist.models.packed import packable, packed_forward
 
@@ -279,7 +279,7 @@ class CrossEncoder(torch.nn.Module):
         limit = self.tokenizer.model_max_length
         try:
             self.tokenizer.model_max_length = self._max_len
-            self.tokenizer.save_pretrained(path)
+            save_tokenizer(self.tokenizer, path)
         finally:
             self.tokenizer.model_max_length = limit
         _refuse_foreign_loaders(path, self.config.pooling)

@@ -52,7 +52,7 @@ from dualist.models.batching import Collector, length_sorted_batches
 from dualist.models.inputs import check_texts, effective_length, model_max_length, with_overrides
 from dualist.models.pooling import eval_mode, mean_pool
 from dualist.models.precision import check_precision, InferencePrecision, int8_layers, reduced_precision
-from dualist.models.backbone import freeze_bottom, load_backbone
+from dualist.models.backbone import freeze_bottom, load_backbone, save_tokenizer
 from dualist.models.card import write_model_card
 from dualist.models.frozen_prefix import PrefixCache, prefix_fingerprint
 from dualist.models.packed import packable, packed_forward
@@ -342,7 +342,7 @@ class DualEncoder(torch.nn.Module):
 
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        save_tokenizer(self.tokenizer, path)
         # The classic sentence-transformers layout: read by v2 through v6 alike.
         modules = [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
