@@ -119,3 +119,14 @@ def test_cpu_cap_avx2_reexecutes_the_script_with_the_caps_set(tmp_path):
     plain = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
                            check=True).stdout.split()
     assert plain[:3] == ["None", "None", "none"]
+
+
+def test_training_profile_groups_ops_by_class(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    profile = _load("bench_train_profile")
+    cases = {"aten::addmm": "matrix products", "aten::mm": "matrix products", "aten::bmm": "matrix products",
+             "aten::native_dropout": "dropout", "aten::bernoulli_": "dropout",
+             "aten::gelu_backward": "GELU", "aten::_softmax_backward_data": "attention (softmax, masks)",
+             "aten::native_layer_norm_backward": "layer norm", "aten::embedding_dense_backward": "embedding",
+             "aten::copy_": "other (copies, adds, reductions, autograd)"}
+    assert {op: profile.group_of(op) for op in cases} == cases
