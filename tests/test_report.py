@@ -248,3 +248,60 @@ def test_summary_hubness_counts_read_as_counts():
     row = three.rows()[0]
     assert row["top-10 distinct docs"] == 601 and row["top-10 max occurrence"] == 117
     assert all(isinstance(row[c], int) for c in HUBNESS_COLUMNS)
+
+
+def _evaluation(rerank, retrieval=None, distinct=None):
+    """One seed's evaluation: per-query re-rank (and retrieval) nDCG@10, hubness of the retrieval run."""
+    def section(values):
+        return {"num_queries": len(values), "mean": {"ndcg@10": float(np.mean(values)), "mrr@10": 0.0,
+                                                     "recall@100": 0.5},
+                "per_query": {"ndcg@10": {f"q{i}": v for i, v in enumerate(values)}}}
+    e = {"rerank_test": section(rerank), "rerank_dev": section(rerank)}
+    if retrieval is not None:
+        e["retrieval_test"] = section(retrieval)
+        e["hubness_test"] = {"distinct": distinct, "max_occurrence": 3, "skewness": 1.0}
+    return e
+
+
+def test_recipe_targets_met_and_missed_on_hand_made_figures():
+    from dualist.report.summary import ModelResults, summarize
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 60)
+    lower = np.clip(base - 0.1, 0, 1)  # every query 0.1 worse: far below, p ~ 0
+    higher = np.clip(base + 0.05, 0, 1)
+
+    def de(name, rerank, retrieval, distinct):
+        return ModelResults(name, "dual_encoder", (_evaluation(rerank, retrieval, distinct),))
+
+    models = [ModelResults("bm25", "bm25", (_evaluation(base, base, 500),)),
+              de("zeroshot", base, base, 1000),
+              ModelResults("teacher", "cross_encoder", (_evaluation(higher),)),
+              de("onehot", base, base, 900),
+              de("kl", higher, base, 850),  # beats one-hot, keeps 85% of the start's distinct documents
+              de("m3se", base, lower, 700)]  # below its start in retrieval, hubs: 70%
+    summary = summarize(models, seeds=1)
+    targets = {t.id: t for t in summary.targets}
+    below = targets["never_below_start"]
+    assert not below.supported
+    assert [(r["model"], r["metric"]) for r in below.figures["below"]] == [("m3se", "retrieval.ndcg@10")]
+    assert "DE + M3SE retrieval nDCG@10 -0.100" in below.text and below.text.startswith("NOT MET")
+    assert targets["teacher_gap"].supported and targets["teacher_gap"].figures["gap"] == pytest.approx(
+        float(np.mean(higher) - np.mean(base)))
+    beats = targets["distilled_beats_onehot"]
+    assert beats.supported and beats.figures["model"] == "kl" and beats.figures["p_value"] < 0.05
+    hub = targets["hubness_kept"]
+    assert not hub.supported and hub.figures["model"] == "m3se" and hub.figures["share"] == pytest.approx(0.7)
+    # the teacher is checked on re-rank only (it has no retrieval run); the one-hot DE on both
+    checked = {(r["model"], r["metric"]) for r in summary.versus_start}
+    assert ("teacher", "rerank.ndcg@10") in checked and ("teacher", "retrieval.ndcg@10") not in checked
+    assert ("onehot", "retrieval.ndcg@10") in checked and ("bm25", "rerank.ndcg@10") not in checked
+
+    # all met: no model below its start, and the hubness share at the 80% line counts as kept
+    models[5] = de("m3se", base, base, 800)
+    met = {t.id: t for t in summarize(models, seeds=1).targets}
+    assert met["never_below_start"].supported and met["hubness_kept"].supported
+    assert met["never_below_start"].text.startswith("MET: no trained model")
+    # a teacher 0.01 above the one-hot DE misses the 0.02 gap
+    models[2] = ModelResults("teacher", "cross_encoder", (_evaluation(np.clip(base + 0.01, 0, 1)),))
+    assert not {t.id: t for t in summarize(models, seeds=1).targets}["teacher_gap"].supported

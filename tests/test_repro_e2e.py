@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,15 @@ def test_report_has_every_row_and_plot(repro):
     assert res["timings"]["total"] > 0 and res["version"]
     assert [c["id"] for c in res["claims"]] == ["teacher_beats_onehot", "m3se_closes_half_gap", "m3se_beats_onehot",
                                                 "best_distilled_beats_baselines"]
-    for claim in res["claims"]:  # each rendered as its own paragraph, from its own figures
+    # the recipe's targets beside the claims: every trained model tested against its zero-shot start
+    assert [t["id"] for t in res["targets"]] == ["never_below_start", "teacher_gap", "distilled_beats_onehot",
+                                                 "hubness_kept"]
+    assert {(r["model"], r["metric"]) for r in res["versus_start"]} >= {("teacher", "rerank.ndcg@10"),
+                                                                         ("m3se", "retrieval.ndcg@10")}
+    assert "Targets of the distillation recipe" in html
+    for claim in res["claims"] + res["targets"]:  # each rendered as its own paragraph, from its own figures
         assert isinstance(claim["supported"], bool) and claim["figures"]
-        assert f"<p>{claim['text']}</p>" in html.replace("&#x27;", "'")
+        assert f"<p>{escape(claim['text'])}</p>" in html
     # hubness of every retrieval run (BM25 and the dual-encoders), none for the cross-encoder
     hub = {r["model"]: (r["top-10 distinct docs"], r["top-10 max occurrence"]) for r in res["rows"]}
     assert hub["CA teacher"] == (None, None)

@@ -72,6 +72,10 @@ def paper_claims(table: Mapping[str, Mapping[str, float | None]], comparison: An
 
 def claim_text(claim: Claim) -> str:
     """The claim as one paragraph of the report: ``SUPPORTED: …`` or ``NOT SUPPORTED: …`` and its figures."""
+    from dualist.report.targets import TARGETS, target_text
+
+    if claim.id in TARGETS:
+        return target_text(claim)
     f = claim.figures
     verdict = "SUPPORTED" if claim.supported else "NOT SUPPORTED"
     if claim.id == "teacher_beats_onehot":

@@ -15,6 +15,7 @@ import numpy as np
 
 from dualist.losses import LOSS_LABELS, requires_teacher
 from dualist.report.claims import Claim, paper_claims
+from dualist.report.targets import recipe_targets
 from dualist.report.labels import METRICS, Metric, metric_by_id, model_label
 
 __all__ = ["ModelResults", "Summary", "summarize", "table_columns", "HUBNESS_COLUMNS"]
@@ -77,6 +78,8 @@ class Summary:
     comparison: Any  # dualist.evaluation.Comparison vs the one-hot DE, or None without one
     best_on_dev: str | None  # id of the distilled student with the best dev figure
     claims: tuple[Claim, ...]
+    targets: tuple[Claim, ...] = ()  # the recipe's targets (dualist.report.targets)
+    versus_start: tuple[dict[str, Any], ...] = ()  # each trained model against the zero-shot DE
 
     def model(self, model_id: str) -> ModelResults:
         return next(m for m in self.models if m.id == model_id)
@@ -130,7 +133,35 @@ def summarize(models: Sequence[ModelResults], *, seeds: int, baseline: str = "on
     distilled = [m for m in models if m.distilled]
     best = max(distilled, key=lambda m: m.mean("dev.ndcg@10")).id if distilled else None
     partial = Summary(models, seeds, comparison, best, ())
-    return Summary(models, seeds, comparison, best, tuple(paper_claims(partial.table(), comparison, best, seeds)))
+    table = partial.table()
+    start = _versus_start(models)
+    distinct = {m.id: m.hubness("distinct") for m in models}
+    return Summary(models, seeds, comparison, best, tuple(paper_claims(table, comparison, best, seeds)),
+                   tuple(recipe_targets(table, comparison, start, distinct)), tuple(start))
+
+
+def _versus_start(models: tuple[ModelResults, ...]) -> list[dict[str, Any]]:
+    """Each trained model (teacher and students) against the zero-shot DE, on re-rank and retrieval
+    nDCG@10 (the teacher on re-rank only): mean difference and paired permutation p-value."""
+    from dualist.evaluation import EvalResult, compare
+
+    ids = {m.id: m for m in models}
+    if "zeroshot" not in ids:
+        return []
+    out = []
+    for metric_id in ("rerank.ndcg@10", "retrieval.ndcg@10"):
+        m = metric_by_id(metric_id)
+        trained = [x for x in models if x.id not in ("zeroshot", "bm25") and x.figures(metric_id) is not None]
+        if not trained or ids["zeroshot"].figures(metric_id) is None:
+            continue
+        per = {x.id: x.per_query(m.section, m.metric) for x in (ids["zeroshot"], *trained)}
+        common = sorted(set.intersection(*(set(p) for p in per.values())))
+        results = {k: EvalResult({m.metric: float(np.mean([v[q] for q in common]))},
+                                 {m.metric: {q: v[q] for q in common}}, len(common)) for k, v in per.items()}
+        comparison = compare(results, "zeroshot", m.metric, method="permutation", n_resamples=10_000, seed=0)
+        out += [{"model": r.name, "metric": metric_id, "delta": r.delta, "p_value": r.p_value}
+                for r in comparison.rows if r.p_value is not None]
+    return out
 
 
 def _compare(models: tuple[ModelResults, ...], baseline: str, metric: Metric) -> Any:

@@ -208,7 +208,7 @@ def _print_summary(results: dict[str, Any], report: Path) -> None:
     from dualist.report.summary import table_columns
 
     print(markdown_table(results["rows"], table_columns(results["settings"]["seeds"])))
-    print("\n".join(c["text"] for c in results["claims"]))
+    print("\n".join(c["text"] for c in [*results["claims"], *results.get("targets", [])]))
     print(f"report: {report}")
 
 

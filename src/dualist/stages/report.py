@@ -63,8 +63,11 @@ def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Pat
         timings["total"] = time.time() - config.started_at
     rows, columns = summary.rows(), summary.columns()
     claims = [c.text for c in summary.claims]
-    sections = [{"title": "Claims checked on this data", "text": "\n\n".join(claims), "image": None, "table": None},
-                *_diagnostic_sections(diagnostics, config)]
+    sections = [{"title": "Claims checked on this data", "text": "\n\n".join(claims), "image": None, "table": None}]
+    if summary.targets:
+        sections.append({"title": "Targets of the distillation recipe",
+                         "text": "\n\n".join(t.text for t in summary.targets), "image": None, "table": None})
+    sections += _diagnostic_sections(diagnostics, config)
     selection = _selection_rows(config.trained)
     if selection:
         sections.append({"title": "Checkpoint selection on dev",
@@ -84,7 +87,8 @@ def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Pat
     write_json(config.results_path, {
         **config.header, "version": __version__, "rows": rows, "gaps": diagnostics["gaps"],
         "margins": diagnostics["margin_summary"], "significance": summary.significance(),
-        "claims": [c.to_dict() for c in summary.claims], "best_distilled_on_dev": summary.best_on_dev,
+        "claims": [c.to_dict() for c in summary.claims], "targets": [t.to_dict() for t in summary.targets],
+        "versus_start": list(summary.versus_start), "best_distilled_on_dev": summary.best_on_dev,
         "selection": selection, "settings": dict(config.settings), "timings": timings})
     return out
 
