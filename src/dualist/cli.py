@@ -28,6 +28,7 @@ from dualist import _checks as check
 from dualist.config import add_config_args, config_from_args, load_yaml, opt, to_dict
 from dualist.errors import ConfigError, DataError, DualistError
 from dualist.losses import LossName
+from dualist.models.precision import Precision
 
 if TYPE_CHECKING:
     from dualist.data import Dataset
@@ -43,7 +44,6 @@ T = TypeVar("T", bound="TrainingArgs")
 RESUMABLE = ("train-teacher", "score-teacher", "train-student", "repro")
 METRICS_DEFAULT = ["ndcg@10", "mrr@10", "recall@100"]
 
-Precision = Literal["fp32", "int8", "bf16", "onnx-fp32", "onnx-int8"]
 RESUME_HELP = ("continue the run in --out from its last checkpoint when there is one (the default; a run made "
                "with other settings is refused, never deleted); --no-resume starts over and deletes that run's "
                "checkpoints and models")

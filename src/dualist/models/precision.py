@@ -18,10 +18,14 @@ import torch.nn.functional as F
 from dualist.errors import ConfigError, DualistError
 from dualist.models.cpu import cpu_features
 
-__all__ = ["InferencePrecision", "check_precision", "int8_layers", "Bf16Linear", "Float32Head", "reduced_precision",
+__all__ = ["Precision", "InferencePrecision", "check_precision", "int8_layers", "Bf16Linear", "Float32Head", "reduced_precision",
            "full_range_int8", "native_cpu_bf16", "OUTLIER_RATIO", "inference_path"]
 
 logger = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "int8", "bf16", "onnx-fp32", "onnx-int8"]
+"""What ``--precision`` of ``search``, ``evaluate``, ``rerank`` and ``serve`` accepts: the model as trained (fp32)
+or one of its inference copies."""
 
 InferencePrecision = Literal["int8", "bf16", "onnx-fp32", "onnx-int8"]
 """Inference copies (``DualEncoder.quantized`` / ``CrossEncoder.quantized``): torch int8 or bf16, or the

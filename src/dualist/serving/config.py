@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from dualist.config import opt
 from dualist.errors import ConfigError
+from dualist.models.precision import Precision
 
 __all__ = ["ServeConfig"]
-
-ServePrecision = Literal["fp32", "int8", "bf16", "onnx-fp32", "onnx-int8"]
 
 
 @dataclass
@@ -23,7 +21,7 @@ class ServeConfig:
     data: str = opt("", "BEIR folder whose corpus gives document texts (BM25, hybrid, re-rank by id, "
                         "return_text); empty = dense search only")
     reranker: str = opt("", "cross-encoder folder for re-ranking (POST /rerank, and /search with rerank=true)")
-    precision: ServePrecision = opt("fp32", "inference precision of the model(s), as for 'dualist search'")
+    precision: Precision = opt("fp32", "inference precision of the model(s), as for 'dualist search'")
     host: str = opt("127.0.0.1", "interface to listen on (127.0.0.1 = this machine only)")
     port: int = opt(8000, "TCP port (0 = any free port; the chosen one is logged)")
     max_batch: int = opt(32, "most queries per forward pass when concurrent /search requests are micro-batched "
