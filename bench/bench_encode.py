@@ -131,11 +131,14 @@ def main() -> None:
             check = f"max |emb diff| vs peer {diff:.1e} ({'OK' if ok else 'FAIL'} <= {args.atol:g})"
         else:
             fp32 = ndcg.get("dualist")
-            cos = float((full[v] * full["dualist"]).sum(1).mean()) if "dualist" in full else float("nan")
-            ok = fp32 is not None and abs(ndcg[v] - fp32) <= args.ndcg_tol
-            check = (f"nDCG@10 {ndcg[v]:.4f} vs fp32 {fp32 if fp32 is not None else float('nan'):.4f} "
-                     f"({'OK' if ok else 'FAIL'} within {args.ndcg_tol:g}, {len(texts)} docs); "
-                     f"mean cos to fp32 {cos:.4f}")
+            if fp32 is None:  # the float32 side did not run: nothing to compare with, which is not a failure
+                ok = None
+                check = f"nDCG@10 {ndcg[v]:.4f}; UNCHECKED against fp32 (add 'dualist' to --variants)"
+            else:
+                cos = float((full[v] * full["dualist"]).sum(1).mean())
+                ok = abs(ndcg[v] - fp32) <= args.ndcg_tol
+                check = (f"nDCG@10 {ndcg[v]:.4f} vs fp32 {fp32:.4f} ({'OK' if ok else 'FAIL'} within "
+                         f"{args.ndcg_tol:g}, {len(texts)} docs); mean cos to fp32 {cos:.4f}")
         rows.append(C.Row(f"encode docs, {v}", "docs/s", dps[v], dps.get("peer"), goal=C.PRECISION_GOALS.get(v),
                           dualist_rss=rss.get(v), peer_rss=rss.get("peer"), check=check,
                           extra={"check_ok": ok, "ndcg@10": ndcg[v], "times_s": times[v],
