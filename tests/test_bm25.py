@@ -190,3 +190,21 @@ def test_matches_pyserini_flat_bm25(shared_data, name, published):
     ndcg = _ndcg10(ds.qrels_for("test"), run)
     print(f"{name}: BM25 nDCG@10 = {ndcg:.4f} (Pyserini {published})")
     assert abs(ndcg - published) <= 0.02, ndcg
+
+
+def test_score_pairs_equal_search_scores_at_any_rank(tiny, retriever):
+    queries = {q: tiny.queries[q] for q in list(tiny.queries)[:4]}
+    full = retriever.search(queries, k=len(tiny.corpus))
+    pairs = {q: list(tiny.corpus) for q in queries}  # every document, matching or not
+    scored = retriever.score_pairs(queries, pairs)
+    for q in queries:
+        for d in tiny.corpus:
+            assert scored[q][d] == pytest.approx(full[q].get(d, 0.0), rel=1e-6)
+    # a repeated term counts twice there too, and a query without known terms scores 0
+    dup = retriever.score_pairs({"q": "protein protein", "none": "zzzz"}, {"q": ["d000"], "none": ["d000"]})
+    single = retriever.score_pairs({"q": "protein"}, {"q": ["d000"]})
+    assert single["q"]["d000"] > 0
+    assert dup["q"]["d000"] == pytest.approx(2 * single["q"]["d000"])
+    assert dup["none"] == {"d000": 0.0}
+    with pytest.raises(KeyError, match="not in the BM25 index"):
+        retriever.score_pairs({"q": "protein"}, {"q": ["no-such-doc"]})

@@ -402,6 +402,25 @@ def test_mined_negatives_replace_the_bm25_candidates_of_teacher_scoring_and_stud
     assert negatives and all(d in mined[q] for q, d in negatives)  # the teacher scored mined candidates only
 
 
+def test_teacher_bm25_chooses_the_weight_on_dev_and_the_distilled_students_use_it(tiny_beir, tiny_bert, tmp_path):
+    from dualist._io import read_json
+
+    out = tmp_path / "bm25"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override",
+                 TINY + ",teacher_bm25=true", "--losses", "onehot,kl", "--out", str(out)]) == 0
+    chosen = read_json(out / "scores" / "bm25_weight.json")
+    weight = chosen["weight"]
+    assert chosen["split"] == "dev" and chosen["depth"] == 8
+    assert chosen["dev"][str(weight)] == max(chosen["dev"].values())
+    train = lambda loss: read_json(out / "models" / f"student-{loss}-s13" / "dualist.json")["config"]["train"]  # noqa: E731
+    assert train("kl")["teacher_bm25_weight"] == weight and train("onehot")["teacher_bm25_weight"] == 0
+    setting = json.loads((out / "results.json").read_text())["settings"]["distillation targets"]
+    # on this fixture BM25 lowers the teacher's dev figure, so the teacher alone is kept, and said so
+    expected = (f"teacher + BM25 ensemble, BM25 weight {weight:g} chosen on" if weight
+                else "the teacher's scores (BM25 weight 0 chosen on dev")
+    assert setting.startswith(expected)
+
+
 def test_a_retrained_teacher_is_scored_again_rather_than_refused(repro, tmp_path, caplog):
     """The work folder is repro's own: a changed teacher setting retrains the teacher and re-scores its cache."""
     import shutil

@@ -267,3 +267,28 @@ def test_a_positive_missing_from_a_capped_cache_is_named_and_max_positives_fixes
     path = train_student(ds, "train", run, student_config(tiny_bert), train(negatives="top", max_positives=1),
                          tmp_path / "one", loss="m3se", teacher_scores=TeacherScores(capped))
     assert path.exists()
+
+
+def test_a_teacher_bm25_weight_trains_on_the_ensemble_and_is_refused_without_a_teacher(tiny_train, tiny_bert,
+                                                                                        fake_teacher, tmp_path):
+    from dualist.candidates import BM25Retriever
+    from dualist.training.ensemble import add_bm25
+    from dualist.training.student import teacher_with_bm25
+
+    ds, run = tiny_train
+    fused = teacher_with_bm25(ds, fake_teacher, 0.5)
+    pairs = fake_teacher.as_dict()
+    bm25 = BM25Retriever().index(ds).score_pairs(ds.queries, pairs)
+    assert fused.as_dict() == add_bm25(pairs, bm25, 0.5) != pairs
+    plain = train_student(ds, "train", run, student_config(tiny_bert), train(max_steps=1), tmp_path / "plain",
+                          loss="kl", teacher_scores=fake_teacher)
+    ensemble = train_student(ds, "train", run, student_config(tiny_bert), train(max_steps=1, teacher_bm25_weight=0.5),
+                             tmp_path / "ensemble", loss="kl", teacher_scores=fake_teacher)
+    meta = lambda p: read_meta(p.parent)  # noqa: E731
+    assert meta(ensemble)["inputs"]["teacher_scores"] == fused.fingerprint != meta(plain)["inputs"]["teacher_scores"]
+    assert meta(ensemble)["config"]["train"]["teacher_bm25_weight"] == 0.5
+    with pytest.raises(ConfigError, match="teacher_bm25_weight"):
+        train_student(ds, "train", run, student_config(tiny_bert), train(max_steps=1, teacher_bm25_weight=0.5),
+                      tmp_path / "onehot", loss="onehot")
+    with pytest.raises(ConfigError, match="teacher_bm25_weight must be >= 0"):
+        train(teacher_bm25_weight=-1.0)

@@ -139,6 +139,19 @@ class ScoreArgs:
 
 
 @dataclass
+class BM25WeightArgs:
+    teacher: str = opt("", "teacher model folder (from 'dualist train-teacher')")
+    split: str = opt("dev", "split whose candidates the teacher re-ranks to choose the weight (never test)")
+    candidates: str = opt("", "TREC run of that split's candidates, e.g. runs/dev.bm25.trec")
+    depth: int = opt(30, "re-rank each query's top-DEPTH candidates")
+    batch_size: int = opt(64, "pairs per forward pass")
+    out: str = opt("", "output JSON file, e.g. scores/bm25_weight.json")
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "depth", "batch_size")
+
+
+@dataclass
 class StudentArgs(TrainingArgs):
     loss: LossName = opt(
         "m3se", "training loss: one-hot softmax CE, or distillation from the teacher scores")
@@ -439,6 +452,12 @@ def cmd_train_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     print(f"teacher saved to {path}")
 
 
+def _teacher_folder(value: str) -> str:
+    """The checked ``--teacher`` of the commands that read a trained teacher."""
+    what = "the teacher model folder (models/teacher/model from 'dualist train-teacher')"
+    return check.input_dir(_need(value, "--teacher", what), "--teacher", what)
+
+
 def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
     from dualist.distributed import parse_shard, world
     from dualist.stages import ScoresConfig, scores_stage
@@ -446,8 +465,7 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
 
     d, a, out, ds = _command_inputs(ns, cfg, ScoreArgs, "the Parquet file to write")
     _read_run(a.candidates, "--candidates", ds, a.split)
-    what = "the teacher model folder (models/teacher/model from 'dualist train-teacher')"
-    teacher = check.input_dir(_need(a.teacher, "--teacher", what), "--teacher", what)
+    teacher = _teacher_folder(a.teacher)
     config = ScoresConfig(teacher=Path(teacher), candidates=Path(a.candidates), split=a.split, depth=a.depth,
                           max_positives=a.max_positives or None, batch_size=a.batch_size, force=a.force,
                           shard=parse_shard(a.shard) if a.shard else None)
@@ -457,6 +475,28 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
         return
     _write_resolved(out, {"data": d, "args": a})
     print(f"wrote {out}: {len(TeacherScores.load(out))} teacher scores")
+
+
+def cmd_bm25_weight(ns: argparse.Namespace, cfg: dict) -> None:
+    from dualist._io import read_json
+    from dualist.stages import BM25WeightConfig, bm25_weight_stage
+
+    def checks(a: BM25WeightArgs) -> None:
+        if a.split == "test":
+            raise ConfigError("--split test would choose the weight on the split results are reported on; use dev "
+                              "(a dataset without one: --dev-fraction 0.1 carves it from train)")
+
+    d, a, out, ds = _command_inputs(ns, cfg, BM25WeightArgs, "the JSON file to write", checks=checks)
+    _read_run(a.candidates, "--candidates", ds, a.split)
+    teacher = _teacher_folder(a.teacher)
+    bm25_weight_stage(ds, BM25WeightConfig(teacher=Path(teacher), candidates=Path(a.candidates), split=a.split,
+                                           depth=a.depth, batch_size=a.batch_size), out)
+    _write_resolved(out, {"data": d, "args": a})
+    result = read_json(out)
+    for w, v in result["dev"].items():
+        print(f"  BM25 weight {float(w):<4g} {result['split']} {result['metric']} {v:.4f}")
+    print(f"wrote {out}: BM25 weight {result['weight']:g}; pass it on with "
+          f"'dualist train-student --teacher-bm25-weight {result['weight']:g}'")
 
 
 def cmd_train_student(ns: argparse.Namespace, cfg: dict) -> None:
@@ -676,6 +716,10 @@ def _subcommands() -> list[tuple[str, Any, str, list[tuple[type, str | None, str
           (TrainConfig, "train", "training")]),
         ("score-teacher", cmd_score_teacher, "score candidate pairs with the teacher into a cached Parquet file",
          [(DataArgs, None, "data"), (ScoreArgs, None, "scoring")]),
+        ("bm25-weight", cmd_bm25_weight,
+         "choose on dev how much BM25 joins the teacher's scores as distillation targets (the teacher + BM25 "
+         "ensemble; 0 when BM25 does not help), for train-student --teacher-bm25-weight",
+         [(DataArgs, None, "data"), (BM25WeightArgs, None, "BM25 weight")]),
         ("train-student", cmd_train_student,
          "train a dual-encoder student, one-hot or distilled from teacher scores (--loss)",
          [(DataArgs, None, "data"), (StudentArgs, None, "student"), (DualEncoderConfig, "model", "model"),

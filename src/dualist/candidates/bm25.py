@@ -244,6 +244,36 @@ class BM25Retriever:
                 bar.update(stop - start)
         return run
 
+    def score_pairs(self, queries: Mapping[str, str], pairs: Mapping[str, Iterable[str]]
+                    ) -> dict[str, dict[str, float]]:
+        """BM25 scores of given documents: ``{qid: {docid: score}}`` for every ``docid`` in ``pairs[qid]``.
+
+        The same scores :meth:`search` gives those documents, wherever they rank (0.0 for a document
+        that shares no term with the query, with the default ``lucene`` method), so a pair outside a query's top ``k`` is scored too.
+
+        Raises:
+            KeyError: a query id of ``pairs`` is not in ``queries``, or a document id is not indexed.
+        """
+        self._require_index()
+        position = {d: i for i, d in enumerate(self._doc_ids)}
+        vocab = self._bm25.vocab_dict
+        out: dict[str, dict[str, float]] = {}
+        for qid, dids in pairs.items():
+            dids = list(dids)
+            missing = [d for d in dids if d not in position]
+            if missing:
+                raise KeyError(f"documents not in the BM25 index: {missing[:3]} (query {qid!r})")
+            terms = [vocab[t] for t in self.analyzer(queries[qid]) if t in vocab]
+            cols = np.array([position[d] for d in dids], dtype=np.int64)
+            if terms:  # a repeated query term counts repeatedly, as in search()
+                vals = np.asarray(self._term_docs[terms][:, cols].sum(axis=0)).ravel()
+                if self._nonoccurrence is not None:
+                    vals = vals + self._nonoccurrence[terms].sum()
+            else:
+                vals = np.zeros(len(cols))
+            out[qid] = {d: float(v) for d, v in zip(dids, vals.tolist(), strict=True)}
+        return out
+
     def _batches(self, term_lists: list[list[int]]) -> Iterable[tuple[int, int]]:
         """Consecutive query ranges whose estimated number of (query, doc) matches fits the budget."""
         start, load = 0, 0

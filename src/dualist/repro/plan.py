@@ -8,7 +8,8 @@ interrupted run continues where it stopped and a changed setting recomputes only
 2. the cross-attention teacher (listwise softmax CE), best checkpoint chosen on dev; with
    ``mined_negatives``, dense hard negatives replace BM25's training candidates; with ``teacher_folds``,
    fold-teachers for cross-fitted scores;
-3. teacher scores for the training candidates (cached, resumable);
+3. teacher scores for the training candidates (cached, resumable); with ``teacher_bm25``, the BM25
+   weight of the teacher + BM25 ensemble that the distilled students learn from, chosen on dev;
 4. dual-encoder students from the same starting weights and budget: one-hot and each distillation loss;
 5. evaluation of BM25, the zero-shot starting DE, the teacher and every student: re-rank mode
    (BM25 top-K; MRR@10, nDCG@10) and, for dual-encoders, retrieval mode (nDCG@10, Recall@100) and
@@ -177,13 +178,18 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
             fold_teachers=fold_teachers, fold_seed=samples.seed),
             work / "scores" / "train.teacher.parquet")
         assert scores is not None  # unsharded: the whole cache
+    ensemble: dict[str, Any] | None = None
+    if prof.teacher_bm25:
+        with timer.stage("bm25 weight"):
+            ensemble = _bm25_weight(ds, prof, work, teacher, cands, samples)
+    bm25_weight = float(ensemble["weight"]) if ensemble else 0.0
     students: dict[StudentRun, Path] = {}
     with timer.stage("student training"):
         for s in range(args.seeds):
             for loss in args.losses:
                 run = StudentRun(loss, s, args.seed + s)
                 students[run] = stages.student_stage(
-                    ds, _student(prof, args, {**cands, "train": train_cands}, samples, run, scores),
+                    ds, _student(prof, args, {**cands, "train": train_cands}, samples, run, scores, bm25_weight),
                     work / "models" / run.folder, probes=[probe])
     with timer.stage("evaluation"):
         evaluated = _evaluate(ds, prof, args, work, cands, teacher, students)
@@ -191,7 +197,8 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         stages.report_stage(ds, stages.ReportConfig(
             title=f"dualist reproduction: {name} ({prof.name} profile)", models=evaluated,
             results_path=work / "results.json", seeds=args.seeds, gap_queries=prof.gap_queries,
-            notes=(prof.notes,) if prof.notes else (), settings=_settings(ds, name, prof, args, samples, resumed),
+            notes=(prof.notes,) if prof.notes else (),
+            settings=_settings(ds, name, prof, args, samples, resumed, ensemble),
             timings=dict(timer.seconds), started_at=t_start, header={"dataset": name, "profile": prof.name},
             trained=_trained(work, args, students)),
             work / "report")
@@ -226,6 +233,20 @@ def _mined(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, teacher: Pat
     train_run = {q: mined[q] for q in samples.train_run if mined.get(q)}
     logger.info("mined negatives for %d of %d training queries", len(train_run), len(samples.train_run))
     return path, dataclasses.replace(samples, train_run=train_run, mined=True)
+
+
+def _bm25_weight(ds: Dataset, prof: Profile, work: Path, teacher: Path, cands: dict[str, Path],
+                 samples: Samples) -> dict[str, Any]:
+    """The teacher + BM25 ensemble's weight, chosen on the dev queries that pick checkpoints
+    (:func:`dualist.stages.bm25_weight_stage`'s JSON)."""
+    from dualist._io import read_json
+    from dualist.stages import BM25WeightConfig, bm25_weight_stage
+
+    path = bm25_weight_stage(ds, BM25WeightConfig(teacher=teacher, candidates=cands["dev"], split="dev",
+                                                  depth=prof.dev_depth, select_queries=samples.select_ids,
+                                                  batch_size=prof.batch_size_infer),
+                             work / "scores" / "bm25_weight.json")
+    return read_json(path)
 
 
 def _fold_teachers(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: dict[str, Path],
@@ -276,7 +297,7 @@ def _student_model(prof: Profile, model: str) -> DualEncoderConfig:
 
 
 def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples, run: StudentRun,
-             scores: Path) -> StudentConfig:
+             scores: Path, bm25_weight: float = 0.0) -> StudentConfig:
     from dualist.losses import SCORE_MATCHING
     from dualist.stages import StudentConfig
     from dualist.training import TrainConfig
@@ -291,7 +312,8 @@ def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
                         min_positive_grade=samples.min_grade, eval_start=prof.eval_start,
                         eval_every=prof.student_eval_every, in_batch_negatives=prof.in_batch,
                         in_batch_weight=prof.in_batch_weight,
-                        teacher_calibration="fit" if prof.calibrate and run.loss in SCORE_MATCHING else "none")
+                        teacher_calibration="fit" if prof.calibrate and run.loss in SCORE_MATCHING else "none",
+                        teacher_bm25_weight=bm25_weight if requires_teacher(run.loss) else 0.0)
     return StudentConfig(model=_student_model(prof, args.model), train=train, candidates=cands["train"],
                          loss=run.loss, teacher_scores=scores if requires_teacher(run.loss) else None,
                          dev_split="dev", dev_candidates=cands["dev"], dev_depth=prof.dev_depth,
@@ -327,8 +349,20 @@ def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: di
     return tuple(models)
 
 
+def _targets_setting(ensemble: dict[str, Any] | None) -> str:
+    """What the distilled students learn from, as the report's settings table says it."""
+    if not ensemble:
+        return "the teacher's scores"
+    dev = ensemble["dev"]
+    w = float(ensemble["weight"])
+    figures = f"dev {ensemble['metric']}: teacher {dev['0.0']:.3f}, ensemble {dev[str(w)]:.3f}"
+    if w == 0:
+        return f"the teacher's scores (BM25 weight 0 chosen on dev, {figures})"
+    return f"teacher + BM25 ensemble, BM25 weight {w:g} chosen on {ensemble['queries']} dev queries ({figures})"
+
+
 def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: Samples,
-              resumed: bool) -> dict[str, Any]:
+              resumed: bool, ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
     from dualist.stages.evaluation import HYBRID
 
     carved = getattr(ds, "carved_dev", None)
@@ -349,6 +383,7 @@ def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: S
         "hybrid retrieval": (f"BM25 top {HYBRID['depth']} + DE top {HYBRID['depth']}, reciprocal rank fusion "
                              f"(k = {HYBRID['rrf_k']}), best {HYBRID['k']} kept"),
         "positive grade": f">= {samples.min_grade}",
+        "distillation targets": _targets_setting(ensemble),
         "resumed work folder": resumed}
     if args.override:
         settings["override"] = list(args.override)

@@ -58,6 +58,8 @@ class Profile:
                                     # trainings); 0: the teacher scores the queries it trained on
     mined_negatives: bool = False   # students train on (and the teacher scores) the zero-shot DE's top-score_depth
                                     # over the whole corpus, judged documents and teacher-flagged ones removed
+    teacher_bm25: bool = False      # distilled students learn from the teacher + BM25 ensemble, its BM25 weight
+                                    # chosen on dev (0 when BM25 does not help there)
     calibrate: bool = True          # MSE, Margin-MSE and M3SE see teacher scores fitted to the student's scale
     in_batch: bool = True           # every student also trains against the other queries' documents
     in_batch_weight: float = 1.0    # weight of the one-hot in-batch term added to a distillation loss

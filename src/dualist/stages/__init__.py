@@ -14,6 +14,7 @@ stage                  config                 output
 ``mine_stage``         ``MineConfig``         ``runs/train.mined.trec`` (dense hard negatives)
 ``teacher_stage``      ``TeacherConfig``      ``models/teacher/`` (returns its ``model/``)
 ``scores_stage``       ``ScoresConfig``       ``scores/<split>.teacher.parquet``
+``bm25_weight_stage``  ``BM25WeightConfig``   ``scores/bm25_weight.json`` (the teacher + BM25 ensemble's weight)
 ``student_stage``      ``StudentConfig``      ``models/student-<loss>-s<seed>/`` (returns ``model/``)
 ``evaluation_stage``   ``EvaluationConfig``   ``results/<name>.json`` (+ ``runs/test.<name>.*.trec``)
 ``report_stage``       ``ReportConfig``       ``report/`` and ``results.json``
@@ -31,6 +32,7 @@ scores and student stages).
 from __future__ import annotations
 
 from dualist.stages.candidates import CandidatesConfig, candidates_stage
+from dualist.stages.ensemble import BM25WeightConfig, bm25_weight_stage
 from dualist.stages.evaluation import (RERANK_METRICS, RETRIEVAL_METRICS, EvaluationConfig, evaluation_stage,
                                        run_evaluate, run_hybrid, run_rerank, run_retrieve)
 from dualist.stages.inputs import (dataset_fingerprint, graded_train_qrels, load_dataset, load_model,
@@ -47,6 +49,7 @@ __all__ = [
     "TeacherConfig", "teacher_stage",
     "ScoresConfig", "scores_stage",
     "StudentConfig", "student_stage",
+    "BM25WeightConfig", "bm25_weight_stage",
     "EvaluationConfig", "evaluation_stage", "RERANK_METRICS", "RETRIEVAL_METRICS",
     "EvaluatedModel", "ReportConfig", "report_stage",
     "dev_eval_fn", "training_probe",

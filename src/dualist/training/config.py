@@ -53,6 +53,10 @@ class TrainConfig:
         "none", "put the teacher's scores on the student's scale before a distillation loss sees them: fit = "
                 "a * t + b with a, b matching the mean and std of the starting student's scores on the same "
                 "training pairs (dualist.losses.calibration)", fingerprint="if-set")
+    teacher_bm25_weight: float = opt(
+        0.0, "distil a teacher + BM25 ensemble: add this many per-query standard deviations of BM25 score "
+             "(in the teacher's own units) to each teacher score before the loss sees it "
+             "(dualist.training.ensemble); 0 = the teacher alone", fingerprint="if-set")
     checkpoint_every: int = opt(0, "checkpoint every N optimizer steps (0: only at each epoch end)")
     keep_checkpoints: int = opt(2, "step checkpoints to keep, newest first (0: keep all)")
     log_every: int = opt(10, "log the running loss every N optimizer steps")
@@ -118,6 +122,9 @@ class TrainConfig:
                               f"{_flag('min_positive_grade')}")
         if self.in_batch_weight < 0:
             raise ConfigError(f"train.in_batch_weight must be >= 0, got {self.in_batch_weight}{_flag('in_batch_weight')}")
+        if not self.teacher_bm25_weight >= 0:
+            raise ConfigError(f"train.teacher_bm25_weight must be >= 0, got {self.teacher_bm25_weight}"
+                              f"{_flag('teacher_bm25_weight')}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}{_flag('log_every')}")
 

@@ -77,6 +77,8 @@ class TeacherScores:
     def fingerprint(self) -> str:
         """One hash of the inputs the scores were made from (of the scores themselves when unknown)."""
         inputs = {k: self.meta.get(k) for k in _WHAT} if self.meta else self._scores
+        if self.meta.get("bm25_weight"):  # a teacher + BM25 ensemble (dualist.training.ensemble)
+            inputs = {**inputs, "bm25_weight": self.meta["bm25_weight"]}
         return fingerprint_obj(inputs)
 
     @classmethod

@@ -22,7 +22,7 @@ from dualist.training.runtime import seed_everything
 from dualist.training.scoring import MissingScoreError, TeacherScores
 from dualist.training.teacher import ranked_candidate_ids
 
-__all__ = ["train_student", "student_step", "embedding_loss", "fit_calibration"]
+__all__ = ["train_student", "student_step", "embedding_loss", "fit_calibration", "teacher_with_bm25"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +82,14 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
 
     With ``train_config.in_batch_negatives`` a distillation loss is applied to the own candidates and
     ``in_batch_weight`` x the one-hot loss to all columns (:class:`~dualist.losses.in_batch.WithInBatchOneHot`);
-    with ``teacher_calibration="fit"`` the teacher's scores are first put on the starting student's
-    scale (:func:`fit_calibration`), and the fitted map is recorded in ``dualist.json``.
+    with ``teacher_bm25_weight`` > 0 the targets are the teacher + BM25 ensemble's
+    (:func:`teacher_with_bm25`); with ``teacher_calibration="fit"`` the teacher's scores are then put
+    on the starting student's scale (:func:`fit_calibration`), and the fitted map is recorded in
+    ``dualist.json``.
 
     Raises:
-        ConfigError: the loss needs teacher scores and none were given, or teacher calibration was
-            asked for with a loss that uses no teacher scores.
+        ConfigError: the loss needs teacher scores and none were given, or teacher calibration or a
+            BM25 weight was asked for with a loss that uses no teacher scores.
         MissingScoreError: a training pair has no teacher score (says which, and how to fix it).
     """
     from dualist.losses import build_loss
@@ -102,9 +104,14 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     if train_config.teacher_calibration != "none" and not distill:
         raise ConfigError(f"train.teacher_calibration={train_config.teacher_calibration!r} calibrates teacher "
                           f"scores, but loss {loss!r} uses none; set it to 'none' or pick a distillation loss")
+    if train_config.teacher_bm25_weight and not distill:
+        raise ConfigError(f"train.teacher_bm25_weight={train_config.teacher_bm25_weight} adds BM25 to the teacher's "
+                          f"scores, but loss {loss!r} uses none; set it to 0 or pick a distillation loss")
     if teacher_scores is not None and not distill:
         logger.info("loss %r does not use teacher scores; ignoring them", loss)
         teacher_scores = None
+    if teacher_scores is not None and train_config.teacher_bm25_weight:
+        teacher_scores = teacher_with_bm25(dataset, teacher_scores, train_config.teacher_bm25_weight)
 
     seed_everything(train_config.seed)  # initialisation of any fresh layers follows the seed
     model = DualEncoder(model_config)
@@ -149,6 +156,20 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     if model.prefix_cache is not None:
         logger.info("student (%s): %r", loss, model.prefix_cache)
     return result.model_dir
+
+
+def teacher_with_bm25(dataset: Any, teacher_scores: TeacherScores, weight: float) -> TeacherScores:
+    """The teacher + BM25 ensemble's scores of every cached pair (:mod:`dualist.training.ensemble`):
+    BM25 (the candidates' default settings) indexed over ``dataset``'s corpus scores each pair, wherever
+    it ranks, and ``weight`` of it joins the teacher's score."""
+    from dualist.candidates import BM25Retriever
+    from dualist.training.ensemble import with_bm25
+
+    pairs = teacher_scores.as_dict()
+    bm25 = BM25Retriever().index(dataset).score_pairs({q: dataset.queries[q] for q in pairs},
+                                                      {q: list(docs) for q, docs in pairs.items()})
+    logger.info("teacher scores of %d pairs joined by BM25 with weight %g", len(teacher_scores), weight)
+    return with_bm25(teacher_scores, bm25, weight)
 
 
 def fit_calibration(model: Any, source: ExampleSource, *, max_examples: int = 256) -> Affine:
