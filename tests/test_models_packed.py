@@ -334,3 +334,21 @@ def test_cross_encoder_reduced_precision_copies_pack_with_a_cls_head(tiny_bert, 
     assert float(ref.max() - ref.min()) > 0.5
     # bf16: the same modules on the same rows; int8: each row block quantized with its own scale
     assert np.corrcoef(out, ref)[0, 1] > (0.999 if dtype == "bf16" else 0.99)
+
+
+@needs_onednn
+@pytest.mark.parametrize("capability, takes_onednn", [("AVX512", True), ("AVX2", False), ("DEFAULT", False)])
+def test_the_default_products_follow_the_cpu_class(body, monkeypatch, capability, takes_onednn):
+    import dualist.models.cpu as cpu_module
+
+    features = cpu_module.CpuFeatures(capability=capability, vnni=False, bf16=False, capped=False)
+    monkeypatch.setattr(cpu_module, "cpu_features", lambda: features)
+    calls = []
+    real = packed_module._onednn_tail
+    monkeypatch.setattr(packed_module, "_onednn_tail", lambda *a: calls.append(1) or real(*a))
+    ids, mask, _ = _batch([5, 3], body.config.vocab_size)
+    with torch.inference_mode():
+        out = packed_forward(body, ids, mask)
+        ref = body(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert bool(calls) == takes_onednn and packed_module.onednn_products() == takes_onednn
+    assert (out - ref)[mask.bool()].abs().max() < 1e-5  # the same hidden states either way

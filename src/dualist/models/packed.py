@@ -17,7 +17,8 @@ computes the same layers with three changes:
 - **only what is read.** With ``cls_only`` (a ``[CLS]``-pooled head), the last layer computes
   attention, the output block and the feed-forward for the first token of each sequence only.
 - **oneDNN products.** Where the torch build has oneDNN's prepacked linear (x86 CPU wheels;
-  :func:`onednn_available`), the plain float32 BERT layers (``Linear``, ``LayerNorm``, the exact
+  :func:`onednn_available`) and the CPU runs AVX-512 (:func:`onednn_products`; on AVX2 ``addmm``
+  was faster), the plain float32 BERT layers (``Linear``, ``LayerNorm``, the exact
   erf GELU) run their products through it instead of ``addmm``: the query/key/value projections as
   one product, the GELU and the residual additions fused into the products. MiniLM's shapes at
   1,024 rows ran at 192-204 GFLOP/s there against 135-160 with ``addmm`` (2 Zen 4 cores), and
@@ -64,7 +65,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-__all__ = ["packable", "packed_forward", "onednn_available", "DEFAULT_ROWS"]
+__all__ = ["packable", "packed_forward", "onednn_available", "onednn_products", "DEFAULT_ROWS"]
 
 DEFAULT_ROWS = 1024
 """Tokens per row block: a block's feed-forward activation is ``rows x intermediate_size`` floats
@@ -183,6 +184,17 @@ def onednn_available() -> bool:
         return False
 
 
+def onednn_products() -> bool:
+    """Whether :func:`packed_forward` uses oneDNN's products by default: where the build has them
+    (:func:`onednn_available`) and the CPU runs AVX-512 (:func:`dualist.models.cpu.cpu_features`,
+    caps applied). On AVX2, oneDNN's float32 kernels were slower than ``addmm`` (MKL): 85-97 against
+    136-138 GFLOP/s, and SciFact encoding 9% slower, on an Intel Xeon capped to AVX2; no faster on a
+    Zen 4 capped to AVX2 (``bench/RESULTS.md``). Read on every call: a cap may change in between."""
+    from dualist.models.cpu import cpu_features
+
+    return onednn_available() and cpu_features().capability.startswith("AVX512")
+
+
 _PREPACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """layer -> (rows, its Linear weights and biases, their version counters, :class:`_OneDnnLayer`): the
 prepacked copy is reused while every one of those tensors is the same object, unchanged in place
@@ -277,9 +289,9 @@ def packed_forward(body: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     ``cls_only=True`` returns ``(B, D)``, the first token's state, computing the last layer for
     that token only. Call it under ``torch.inference_mode()`` (or ``no_grad``) on a body for which
     :func:`packable` is True; the attention mask must be a prefix mask (right padding: ones, then
-    zeros), which is checked. ``onednn`` (default: where :func:`onednn_available`) computes the Linear
-    layers of plain float32 BERT layers with oneDNN's prepacked kernels (see the module docstring);
-    False keeps the layers' own modules everywhere.
+    zeros), which is checked. ``onednn`` (default: where :func:`onednn_products`, i.e. an AVX-512 CPU
+    with a build that has them) computes the Linear layers of plain float32 BERT layers with oneDNN's
+    prepacked kernels (see the module docstring); False keeps the layers' own modules everywhere.
     """
     rows = DEFAULT_ROWS if rows is None else rows
     if rows < 1:
@@ -302,7 +314,7 @@ def packed_forward(body: torch.nn.Module, input_ids: torch.Tensor, attention_mas
 
     layers = list(body.encoder.layer)
     if onednn is None:
-        onednn = onednn_available()
+        onednn = onednn_products()
     elif onednn and not onednn_available():
         raise ValueError("packed_forward(onednn=True): this torch build has no oneDNN linear "
                          "(torch.ops.mkldnn); pass onednn=None to use it only where it exists")

@@ -192,7 +192,7 @@ def inference_path(model: Any) -> str:
     """How ``model`` (a ``DualEncoder`` or ``CrossEncoder``, or a ``quantized()`` copy) computes on
     this machine, in one line for logs: its precision, the forward it runs and the CPU features the
     choice was made by, e.g. ``fp32, packed forward with oneDNN products (CPU AVX2 (capped))``."""
-    from dualist.models.packed import onednn_available, packable
+    from dualist.models.packed import onednn_products, packable
 
     dtype = getattr(model, "inference_dtype", None) or "fp32"
     device = getattr(model, "device", torch.device("cpu"))
@@ -210,8 +210,10 @@ def inference_path(model: Any) -> str:
                 and body is not None and packable(body)
         if not packed:
             forward = "Hugging Face forward"
-        elif dtype == "fp32" and onednn_available():
+        elif dtype == "fp32" and onednn_products():
             forward = "packed forward with oneDNN products"
+        elif dtype == "fp32":
+            forward = "packed forward with addmm products"
         else:
             forward = "packed forward"
     detail = {"int8": "8-bit activations (VNNI)" if features.vnni else "7-bit activations (no VNNI)",
