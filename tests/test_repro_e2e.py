@@ -195,14 +195,14 @@ def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(t
     probe = json.loads((out / "models/student-onehot-s13/probes.jsonl").read_text().splitlines()[0])
     assert probe["query_id"] in scored
     # --record keeps the overrides, so --check reruns the same condition
-    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick"]
+    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick+{override}"]
     assert entry["override"] == override.split(",") and entry["profile"] == "quick"
     assert entry["losses"] == ["onehot", "kl"] and "--losses onehot,kl --override " in entry["command"]
     assert entry["wall_minutes"] >= 0 and "resumed_run_minutes" not in entry and not res["settings"]["resumed work folder"]
     # recorded again from the now finished folder: its minutes are not a fresh run's
     assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
                  "--losses", "onehot,kl", "--out", str(out), "--record", "--matrix", str(matrix)]) == 0
-    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick"]
+    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick+{override}"]
     assert "wall_minutes" not in entry and entry["resumed_run_minutes"] >= 0
     assert entry["expected"]["onehot"]["rerank.ndcg@10"] == pytest.approx(
         next(r for r in res["rows"] if r["model"] == "DE one-hot")["re-rank nDCG@10"], abs=1e-4)

@@ -29,10 +29,38 @@ def test_packaged_matrix_is_valid_and_renders():
     assert matrix["conditions"]
     table = print_table(MATRIX_PATH)
     for cid, cond in matrix["conditions"].items():
-        assert cid == condition_id(cond["dataset"], cond["profile"])
+        assert cid == condition_id(cond["dataset"], cond["profile"], cond.get("override", ()))
         assert cond["command"] == condition_command(cond)  # the command that reproduces it, kept in step
+        # a reader tells a condition that switched part of the recipe off from a run of the defaults
+        assert (f"`--override {','.join(cond['override'])}`" if cond.get("override") else "the defaults") in table
         for model in cond["expected"]:
             assert model_label(model) in table
+
+
+def _results(dataset, override):
+    return {"dataset": dataset, "profile": "full", "version": "0", "timings": {"total": 120.0},
+            "settings": {"seeds": 1, "override": override},
+            "rows": [{"id": "bm25", "model": "BM25", "re-rank nDCG@10": 0.33}]}
+
+
+def test_record_keeps_a_condition_per_override_list_and_names_the_dataset_not_its_path(tmp_path):
+    from dualist.repro.matrix import record_entry
+
+    path = tmp_path / "m.yaml"
+    record_entry(_results("/data/beir/nfcorpus", []), path)
+    record_entry(_results("/data/beir/nfcorpus", ["in_batch=false", "calibrate=false"]), path)
+    conditions = load_matrix(path)["conditions"]
+    assert list(conditions) == ["nfcorpus-full", "nfcorpus-full+in_batch=false,calibrate=false"]
+    default, ablated = conditions.values()
+    assert default["dataset"] == "nfcorpus" and "/data" not in default["command"]
+    assert ablated["command"].endswith("--override in_batch=false,calibrate=false")
+    assert default["wall_minutes"] == 2.0 and default["expected"]["bm25"]["rerank.ndcg@10"] == 0.33
+    # recording the defaults again replaces their entry only
+    again = _results("nfcorpus", [])
+    again["rows"][0]["re-rank nDCG@10"] = 0.35
+    record_entry(again, path)
+    conditions = load_matrix(path)["conditions"]
+    assert len(conditions) == 2 and conditions["nfcorpus-full"]["expected"]["bm25"]["rerank.ndcg@10"] == 0.35
 
 
 def test_a_matrix_keyed_by_labels_is_refused(tmp_path):

@@ -1,7 +1,8 @@
 """The reproduction matrix: the figures each condition produced, the command that reproduces it, a tolerance.
 
 ``matrix.yaml`` (packaged beside this module) is data, like Pyserini's reproduction matrices. It is
-keyed by ids, never by display labels: a condition id (``<dataset>-<profile>``), then under
+keyed by ids, never by display labels: a condition id (``<dataset>-<profile>``, with ``+`` and the
+``--override`` list appended for a condition that has one), then under
 ``expected`` a model id (``bm25``, ``zeroshot``, ``teacher`` or a loss name) and a figure id
 (``rerank.ndcg@10``...; :mod:`dualist.report.labels` derives the labels). ``dualist repro --check``
 reruns every condition (finished stages are reused) and prints OK / FAIL per figure; ``dualist repro
@@ -51,8 +52,11 @@ def load_matrix(path: str | Path | None = None) -> dict[str, Any]:
     return data
 
 
-def condition_id(dataset: str, profile: str) -> str:
-    return f"{Path(dataset).name}-{profile}"
+def condition_id(dataset: str, profile: str, override: list[str] | tuple[str, ...] = ()) -> str:
+    """``<dataset>-<profile>``, then ``+`` and the overrides where a condition has any, so a run of the
+    defaults and one that switches part of the recipe off are two conditions, not one replacing the other."""
+    base = f"{Path(dataset).name}-{profile}"
+    return f"{base}+{','.join(override)}" if override else base
 
 
 def condition_command(cond: dict[str, Any]) -> str:
@@ -121,6 +125,7 @@ def print_table(path: str | Path | None = None) -> str:
         rows = [{"model": model_label(m), **{metric_label(f): v for f, v in figures.items()}}
                 for m, figures in cond["expected"].items()]
         head = f"**{cond['dataset']}**, `{cond['profile']}` profile, {cond.get('seeds', 1)} seed(s)"
+        head += f", `--override {','.join(cond['override'])}`" if cond.get("override") else ", the defaults"
         if cond.get("note"):
             head += f" — {cond['note']}"
         blocks.append(head + "\n\n" + markdown_table(rows, ["model", *columns]))
@@ -129,14 +134,16 @@ def print_table(path: str | Path | None = None) -> str:
 
 def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dataset: str | None = None,
                  note: str = "") -> Path:
-    """Write a finished run's figures into the matrix, replacing the condition of the same dataset/profile.
+    """Write a finished run's figures into the matrix, replacing the condition of the same dataset, profile
+    and overrides (:func:`condition_id`); a path as ``dataset`` is recorded by its folder name.
 
     Used by ``dualist repro --record``: the matrix only ever holds figures a run produced.
     """
     path = Path(path) if path else MATRIX_PATH
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
     data = data or {"tolerance": 0.02, "conditions": {}}
-    dataset = dataset or results["dataset"]
+    # the matrix names a dataset, found under --data-root by --check, never a path of this machine
+    dataset = Path(dataset or results["dataset"]).name
     settings = results["settings"]
     expected = {r["id"]: {f: round(float(r[metric_label(f)]), 4) for f in TABLE_METRICS
                           if r.get(metric_label(f)) is not None} for r in results["rows"]}
@@ -153,7 +160,7 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     if note:
         cond["note"] = note
     conditions = dict(data["conditions"])
-    conditions[condition_id(dataset, results["profile"])] = cond
+    conditions[condition_id(dataset, results["profile"], cond.get("override", ()))] = cond
     data["conditions"] = dict(sorted(conditions.items()))
     path.write_text(HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100),
                     encoding="utf-8")

@@ -71,8 +71,9 @@ class ReproArgs:
     matrix: str = opt("", "reproduction matrix YAML for --check / --table (default: the packaged one)")
     table: bool = opt(False, "print the README results table generated from the matrix, then exit")
     record: bool = opt(False, "after the run, write its figures into the matrix (--matrix, default: the packaged "
-                              "one), replacing the entry of the same dataset and profile; the run's minutes go in "
-                              "wall_minutes, or in resumed_run_minutes when it continued an earlier work folder")
+                              "one), replacing the entry of the same dataset, profile and overrides; the run's "
+                              "minutes go in wall_minutes, or in resumed_run_minutes when it continued an earlier "
+                              "work folder")
 
 
 @dataclass(frozen=True)
