@@ -63,6 +63,30 @@ def test_record_keeps_a_condition_per_override_list_and_names_the_dataset_not_it
     assert len(conditions) == 2 and conditions["nfcorpus-full"]["expected"]["bm25"]["rerank.ndcg@10"] == 0.35
 
 
+def test_record_keeps_hybrid_and_hubness_and_checks_counts_as_shares(tmp_path):
+    """The matrix carries the hybrid figure and each DE's distinct top-10 documents (the hubness target's
+    figure); --check compares a count within the tolerance as a share of it, not as an absolute number."""
+    from dualist.repro.matrix import record_entry
+
+    results = _results("nfcorpus", [])
+    results["rows"] = [{"id": "zeroshot", "model": "DE zero-shot", "re-rank nDCG@10": 0.33, "hybrid nDCG@10": 0.351,
+                        "top-10 distinct docs": 1915, "top-10 max occurrence": 13},
+                       {"id": "teacher", "model": "CA teacher", "re-rank nDCG@10": 0.31, "hybrid nDCG@10": None,
+                        "top-10 distinct docs": None}]
+    path = record_entry(results, tmp_path / "m.yaml")
+    expected = load_matrix(path)["conditions"]["nfcorpus-full"]["expected"]
+    assert expected == {"zeroshot": {"rerank.ndcg@10": 0.33, "hybrid.ndcg@10": 0.351, "retrieval.distinct@10": 1915},
+                        "teacher": {"rerank.ndcg@10": 0.31}}
+    assert isinstance(expected["zeroshot"]["retrieval.distinct@10"], int)
+    table = print_table(path)
+    assert "top-10 distinct docs" in table and "1915" in table and "hybrid nDCG@10" in table
+    # 2% of 1915 is 38 documents: 1880 is within it, 1870 is not; a score moves by at most 0.02
+    for got, ok in ((1880, True), (1870, False), (1950, True), (1960, False)):
+        rows = [{**results["rows"][0], "top-10 distinct docs": got}]
+        verdict = {f: o for _, f, _, _, o in compare_rows(rows, {"zeroshot": expected["zeroshot"]}, 0.02)}
+        assert verdict == {"rerank.ndcg@10": True, "hybrid.ndcg@10": True, "retrieval.distinct@10": ok}, got
+
+
 def test_a_matrix_keyed_by_labels_is_refused(tmp_path):
     from dualist.errors import ConfigError
 

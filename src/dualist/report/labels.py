@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from dualist.losses import LOSS_LABELS
 
-__all__ = ["MODEL_LABELS", "METRICS", "TABLE_METRICS", "Metric", "model_label", "metric_label", "metric_by_id"]
+__all__ = ["MODEL_LABELS", "METRICS", "COUNT_FIGURES", "TABLE_METRICS", "Metric", "model_label", "metric_label",
+           "metric_by_id", "figure_label", "is_count"]
 
 MODEL_LABELS: dict[str, str] = {"bm25": "BM25", "zeroshot": "DE zero-shot", "teacher": "CA teacher", **LOSS_LABELS}
 """Model id -> its label in tables: the baselines, then one dual-encoder student per loss."""
@@ -40,9 +41,14 @@ METRICS: tuple[Metric, ...] = (
 ``hybrid`` is a dual-encoder's retrieval run fused with BM25's by reciprocal rank fusion
 (:data:`dualist.stages.evaluation.HYBRID`)."""
 
-TABLE_METRICS: tuple[str, ...] = ("rerank.mrr@10", "rerank.ndcg@10", "retrieval.ndcg@10", "retrieval.recall@100")
-"""The figures the README's results table and the reproduction matrix keep (test split only; the hybrid
-figures are in ``results.json`` and the report, not yet in the recorded conditions)."""
+COUNT_FIGURES: dict[str, str] = {"retrieval.distinct@10": "top-10 distinct docs"}
+"""Figures that are counts, not scores: id -> label. ``retrieval.distinct@10`` is how many distinct documents
+the test queries' top-10 retrieval lists hold together (hubness, :mod:`dualist.evaluation.hubness`)."""
+
+TABLE_METRICS: tuple[str, ...] = ("rerank.mrr@10", "rerank.ndcg@10", "retrieval.ndcg@10", "retrieval.recall@100",
+                                  "hybrid.ndcg@10", "retrieval.distinct@10")
+"""The figures the README's results table and the reproduction matrix keep (test split only): the scores,
+the hybrid (BM25 + DE) nDCG@10, and the distinct top-10 documents that the hubness target compares."""
 
 _BY_ID = {m.id: m for m in METRICS}
 
@@ -53,6 +59,15 @@ def model_label(model_id: str) -> str:
 
 def metric_label(metric_id: str) -> str:
     return metric_by_id(metric_id).label
+
+
+def figure_label(figure_id: str) -> str:
+    """The label of any figure the matrix keeps: a metric of :data:`METRICS` or a count of :data:`COUNT_FIGURES`."""
+    return COUNT_FIGURES[figure_id] if figure_id in COUNT_FIGURES else metric_label(figure_id)
+
+
+def is_count(figure_id: str) -> bool:
+    return figure_id in COUNT_FIGURES
 
 
 def metric_by_id(metric_id: str) -> Metric:

@@ -21,7 +21,7 @@ import yaml
 
 from dualist.errors import ConfigError
 from dualist.losses import LOSS_NAMES
-from dualist.report.labels import MODEL_LABELS, TABLE_METRICS, metric_by_id, metric_label, model_label
+from dualist.report.labels import MODEL_LABELS, TABLE_METRICS, figure_label, is_count, model_label
 from dualist.repro.plan import ReproArgs, run_repro
 
 __all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "record_entry", "condition_id",
@@ -48,7 +48,10 @@ def load_matrix(path: str | Path | None = None) -> dict[str, Any]:
             if model not in MODEL_LABELS:
                 raise ConfigError(f"{path}: condition {cid!r}: unknown model id {model!r}; known: {list(MODEL_LABELS)}")
             for figure in figures:
-                metric_by_id(figure)
+                try:
+                    figure_label(figure)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: condition {cid!r}, model {model!r}: {exc}") from None
     return data
 
 
@@ -77,14 +80,16 @@ def compare_rows(rows: list[dict[str, Any]], expected: dict[str, dict[str, float
                  tolerance: float) -> list[tuple[str, str, float | None, float, bool]]:
     """``(model id, figure id, got, expected, ok)`` for every expected figure; a missing figure fails.
 
-    ``rows`` are ``results.json``'s (each with its model ``id`` and figures under their labels).
+    ``rows`` are ``results.json``'s (each with its model ``id`` and figures under their labels). A score
+    passes within ``tolerance``; a count (distinct top-10 documents) within ``tolerance`` as a share of it.
     """
     by = {r["id"]: r for r in rows}
     out = []
     for model, figures in expected.items():
         for figure, want in figures.items():
-            got = by.get(model, {}).get(metric_label(figure))
-            ok = got is not None and abs(float(got) - float(want)) <= tolerance
+            got = by.get(model, {}).get(figure_label(figure))
+            slack = tolerance * abs(float(want)) if is_count(figure) else tolerance
+            ok = got is not None and abs(float(got) - float(want)) <= slack
             out.append((model, figure, got, float(want), ok))
     return out
 
@@ -101,11 +106,14 @@ def check_matrix(args: ReproArgs) -> dict[str, Any]:
                                   model=cond.get("model", args.model), losses=list(cond.get("losses", args.losses)),
                                   out=args.out and str(Path(args.out) / cid))
         res = run_repro(sub)
-        for model, figure, got, want, ok in compare_rows(res["rows"], cond["expected"], cond.get("tolerance", tol)):
+        ctol = cond.get("tolerance", tol)
+        for model, figure, got, want, ok in compare_rows(res["rows"], cond["expected"], ctol):
             failures += not ok
-            shown = "missing" if got is None else f"{got:.3f}"
+            fmt = ".0f" if is_count(figure) else ".3f"
+            shown = "missing" if got is None else f"{got:{fmt}}"
+            within = f"± {ctol:.0%}" if is_count(figure) else f"± {ctol}"
             line = (f"{'OK  ' if ok else 'FAIL'} {Path(cond['dataset']).name:<10} {cond['profile']:<6} "
-                    f"{model_label(model):<24} {metric_label(figure):<18} got {shown} expected {want:.3f} ± {tol}")
+                    f"{model_label(model):<24} {figure_label(figure):<20} got {shown} expected {want:{fmt}} {within}")
             print(line)
             report.append(line)
     print(f"{len(report) - failures} OK, {failures} FAIL")
@@ -119,17 +127,23 @@ def print_table(path: str | Path | None = None) -> str:
     from dualist.report import markdown_table
 
     matrix = load_matrix(path)
-    columns = [metric_label(m) for m in TABLE_METRICS]
+    columns = [figure_label(m) for m in TABLE_METRICS]
     blocks = []
     for cond in matrix["conditions"].values():
-        rows = [{"model": model_label(m), **{metric_label(f): v for f, v in figures.items()}}
+        rows = [{"model": model_label(m), **{figure_label(f): v for f, v in figures.items()}}
                 for m, figures in cond["expected"].items()]
         head = f"**{cond['dataset']}**, `{cond['profile']}` profile, {cond.get('seeds', 1)} seed(s)"
         head += f", `--override {','.join(cond['override'])}`" if cond.get("override") else ", the defaults"
         if cond.get("note"):
             head += f" — {cond['note']}"
-        blocks.append(head + "\n\n" + markdown_table(rows, ["model", *columns]))
+        # a condition recorded before a figure joined the matrix shows no empty column for it
+        kept = [c for c in columns if any(r.get(c) is not None for r in rows)]
+        blocks.append(head + "\n\n" + markdown_table(rows, ["model", *kept]))
     return "\n\n".join(blocks)
+
+
+def _figure(value: Any, figure_id: str) -> int | float:
+    return int(round(float(value))) if is_count(figure_id) else round(float(value), 4)
 
 
 def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dataset: str | None = None,
@@ -145,8 +159,8 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     # the matrix names a dataset, found under --data-root by --check, never a path of this machine
     dataset = Path(dataset or results["dataset"]).name
     settings = results["settings"]
-    expected = {r["id"]: {f: round(float(r[metric_label(f)]), 4) for f in TABLE_METRICS
-                          if r.get(metric_label(f)) is not None} for r in results["rows"]}
+    expected = {r["id"]: {f: _figure(r[figure_label(f)], f) for f in TABLE_METRICS
+                          if r.get(figure_label(f)) is not None} for r in results["rows"]}
     cond: dict[str, Any] = {"dataset": dataset, "profile": results["profile"], "seeds": settings["seeds"]}
     if list(settings.get("losses", LOSS_NAMES)) != list(LOSS_NAMES):
         cond["losses"] = list(settings["losses"])
