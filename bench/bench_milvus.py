@@ -177,6 +177,7 @@ def main() -> None:
     if args.synthetic:
         rows += synthetic(args)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
 

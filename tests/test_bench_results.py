@@ -130,3 +130,15 @@ def test_training_profile_groups_ops_by_class(monkeypatch):
              "aten::native_layer_norm_backward": "layer norm", "aten::embedding_dense_backward": "embedding",
              "aten::copy_": "other (copies, adds, reductions, autograd)"}
     assert {op: profile.group_of(op) for op in cases} == cases
+
+
+def test_report_creates_the_folder_of_its_json_file(tmp_path, capsys):
+    """A benchmark's last act is writing --json: a folder that does not exist yet must not lose the run."""
+    import argparse
+
+    path = tmp_path / "out" / "nested" / "x.json"
+    info = {**MACHINE, "hardware_flags": [], "cpu_caps": {}}
+    rows = [common.Row("search", "queries/s", 1500.0, 1000.0, goal=0.9)]
+    common.report("bench_x: a thing", rows, info, argparse.Namespace(json=str(path)))
+    assert json.loads(path.read_text())["rows"][0]["ratio"] == 1.5
+    assert f"wrote {path}" in capsys.readouterr().out
