@@ -16,12 +16,15 @@ import numpy as np
 from dualist.losses import LOSS_LABELS, requires_teacher
 from dualist.report.claims import Claim, paper_claims
 from dualist.report.targets import recipe_targets
-from dualist.report.labels import METRICS, Metric, metric_by_id, model_label
+from dualist.report.labels import COUNT_FIGURES, METRICS, Metric, metric_by_id, model_label
 
 __all__ = ["ModelResults", "Summary", "summarize", "table_columns", "HUBNESS_COLUMNS"]
 
-HUBNESS_COLUMNS: dict[str, str] = {"top-10 distinct docs": "distinct", "top-10 max occurrence": "max_occurrence"}
-"""Column label -> figure of an evaluation's ``hubness_test`` (retrieval hubness, :mod:`dualist.evaluation.hubness`)."""
+HUBNESS_COLUMNS: dict[str, str] = {COUNT_FIGURES["retrieval.distinct@10"]: "distinct",
+                                   "top-10 max occurrence": "max_occurrence"}
+"""Column label -> figure of an evaluation's ``hubness_test`` (retrieval hubness, :mod:`dualist.evaluation.hubness`).
+The distinct-documents label is the matrix's (:data:`dualist.report.labels.COUNT_FIGURES`), so a row's column is
+the figure ``dualist repro --record`` keeps."""
 
 @dataclass(frozen=True)
 class ModelResults:
