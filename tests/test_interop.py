@@ -30,7 +30,7 @@ def test_sentence_transformer_embeds_long_queries_like_dualist(tiny_bert, tmp_pa
     np.testing.assert_allclose(plain.encode_queries(queries), de.encode_queries(queries), atol=1e-6)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cosine"])
+@pytest.mark.parametrize("pooling", ["mean", "cosine", "dual"])
 def test_sentence_transformers_refuses_a_teacher_it_would_score_differently(tiny_bert, tmp_path, pooling):
     torch.manual_seed(0)
     ce = CrossEncoder(model=str(tiny_bert), max_length=64, pooling=pooling)

@@ -222,6 +222,67 @@ def test_segments_split_at_the_first_separator_without_token_types(cosine_ce):
     assert doc.tolist() == [[0, 0, 0, 0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0]]
 
 
+# --------------------------------------------------------------------------- pooling="dual"
+@pytest.fixture(scope="module")
+def dual_ce(tiny_bert) -> CrossEncoder:
+    torch.manual_seed(0)
+    return CrossEncoder(model=str(tiny_bert), max_length=48, pooling="dual", temperature=0.1).eval()
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_dual_teacher_starts_as_the_backbones_dual_encoder(dual_ce, tiny_bert, packed):
+    from dualist.models import DualEncoder
+
+    rng = random.Random(6)
+    words = [w for ws in TOPICS.values() for w in ws]
+    q = [" ".join(rng.choices(words, k=rng.randint(1, 5))) for _ in range(9)]
+    d = [" ".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(9)]  # short: nothing is cut
+    de = DualEncoder(model=str(tiny_bert), pooling="mean", normalize=True, similarity="dot", temperature=0.1).eval()
+    expected = (de.encode_queries(q) * de.encode_docs(d)).sum(1) / 0.1
+    dual_ce.packed_inference = packed
+    try:
+        np.testing.assert_allclose(dual_ce.score(q, d, batch_size=4), expected, atol=1e-4)
+    finally:
+        dual_ce.packed_inference = True
+    # and the segment cosine of the joint reading (pooling="cosine") is another score
+    cosine = CrossEncoder(model=str(tiny_bert), max_length=48, pooling="cosine", temperature=0.1).eval()
+    assert not np.allclose(cosine.score(q, d), expected, atol=1e-2)
+
+
+def test_dual_teacher_reads_the_query_and_the_document_alone(dual_ce):
+    tok = dual_ce.tokenizer
+    cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    ids = torch.tensor([[cls, 40, 41, sep, 50, 51, 52, sep, pad],
+                        [cls, 40, sep, sep, 50, sep, pad, pad, pad]])  # BERT's and a RoBERTa-like pair
+    batch = {"input_ids": ids, "attention_mask": (ids != pad).long(), "token_type_ids": torch.ones_like(ids)}
+    query, doc = dual_ce._alone(batch)
+    assert query["input_ids"].tolist() == [[cls, 40, 41, sep], [cls, 40, sep, pad]]
+    assert query["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert doc["input_ids"].tolist() == [[cls, 50, 51, 52, sep], [cls, 50, sep, pad, pad]]
+    assert doc["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert not doc["token_type_ids"].any()  # read alone, a document is segment 0, as a dual-encoder reads it
+
+
+def test_dual_teacher_cuts_the_document_as_in_the_pair_trains_both_parts_and_round_trips(dual_ce, tmp_path):
+    q, d = _pairs(6, seed=7)  # documents up to 40 words: the 48-token pair cuts some
+    ce = CrossEncoder.from_pretrained(dual_ce.save_pretrained(tmp_path / "start"))
+    assert ce.config.pooling == "dual" and ce.config.temperature == 0.1
+    np.testing.assert_allclose(ce.score(q, d), dual_ce.score(q, d), atol=1e-6)
+    pair = ce._tokenize_pairs(q, d, padding=True, return_tensors="pt")
+    _, doc = ce._alone(pair)
+    assert int(doc["attention_mask"].sum(1).max()) < 48  # the document alone is no longer than in the pair
+    ce.train()
+    ce(q, d).sum().backward()
+    assert ce.model.classifier.weight.grad.abs().sum() > 0  # the zero-started joint part learns
+    assert ce.model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        ce.model.classifier.weight.copy_(torch.randn_like(ce.model.classifier.weight))
+    ce.eval()
+    loaded = CrossEncoder.from_pretrained(ce.save_pretrained(tmp_path / "trained"))
+    np.testing.assert_allclose(loaded.score(q, d), ce.score(q, d), atol=1e-5)
+    assert not np.allclose(loaded.score(q, d), dual_ce.score(q, d), atol=1e-3)
+
+
 def test_cosine_pooling_checks_its_temperature(tiny_bert):
     with pytest.raises(ConfigError, match="temperature"):
         CrossEncoder(model=str(tiny_bert), pooling="cosine", temperature=0.0)

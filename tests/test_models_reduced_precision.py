@@ -54,7 +54,7 @@ def test_unknown_precision_is_rejected(tiny_bert):
         DualEncoder(model=str(tiny_bert)).quantized("fp8")
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls", "cosine"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "cosine", "dual"])
 @pytest.mark.parametrize("dtype", ["int8", "bf16"])
 def test_cross_encoder_reduced_precision_is_close(tiny_bert, dtype, pooling):
     torch.manual_seed(0)
@@ -111,7 +111,7 @@ def test_dual_encoder_onnx_int8_is_close(tiny_bert, needs_onnx):
     assert not np.allclose(fp32, approx, atol=1e-5)  # it did run with int8 weights
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls", "cosine"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "cosine", "dual"])
 def test_cross_encoder_onnx_scores(tiny_bert, needs_onnx, pooling):
     torch.manual_seed(0)
     ce = CrossEncoder(model=str(tiny_bert), max_length=48, pooling=pooling).eval()

@@ -14,6 +14,14 @@ pairs differ by ~1e-4), so a ``[CLS]`` head starts with no signal and a short fi
 learn. A mean-pooled teacher loads only in dualist; ``pooling="cls"`` keeps the plain Hugging Face
 semantics that ``sentence_transformers.CrossEncoder`` reproduces.
 
+``pooling="dual"`` starts the teacher *as its backbone's dual-encoder*: the score is the cosine of the
+query and the document each read alone (``[CLS] q [SEP]`` and ``[CLS] d [SEP]``, cut from the pair's
+own tokens, mean-pooled) divided by the temperature, plus a linear layer on the mean of the joint
+reading's states that starts at zero. At step 0 it ranks exactly as the zero-shot dual-encoder over
+the same tokens, so cross-attention is learned on top of the dual-encoder rather than from a
+cross-encoder that starts below it; it costs a second pass through the backbone (query and document
+alone) on every pair.
+
 >>> import tempfile, pathlib
 >>> from dualist.testing import make_tiny_bert
 >>> path = make_tiny_bert(pathlib.Path(tempfile.mkdtemp()) / "bert")
@@ -61,12 +69,15 @@ class CrossEncoderConfig:
     model: str = opt("minilm-l6", "backbone: Hugging Face id, local path or alias (minilm-l6)")
     num_layers: int | None = opt(None, "keep only the first k transformer layers of the backbone")
     max_length: int = opt(256, "query + document are truncated to this many tokens (the document is cut)")
-    pooling: Literal["mean", "cls", "cosine"] = opt(
+    pooling: Literal["mean", "cls", "cosine", "dual"] = opt(
         "mean", "head: mean = a linear layer on the mean of the last hidden states; cls = the backbone's [CLS] "
                 "pooler (loadable by sentence-transformers); cosine = the cosine of the mean query-token and mean "
                 "document-token states / temperature, plus a linear layer on the mean that starts at zero, so a "
-                "teacher from a sentence-embedding backbone starts as that backbone's similarity")
-    temperature: float = opt(0.05, "pooling=cosine: the cosine similarity is divided by this",
+                "teacher from a sentence-embedding backbone starts as that backbone's similarity; dual = the cosine of "
+                "the query and the document each read alone (the backbone as a dual-encoder) / temperature, plus "
+                "that zero-started linear layer on the joint reading: the teacher starts as the zero-shot "
+                "dual-encoder (a second backbone pass per pair)")
+    temperature: float = opt(0.05, "pooling=cosine or dual: the cosine similarity is divided by this",
                              fingerprint="if-set")
 
 
@@ -81,13 +92,13 @@ class CrossEncoder(torch.nn.Module):
         cfg = with_overrides(CrossEncoderConfig, config, overrides)
         model, tokenizer = _load_classifier(cfg.model, cfg.num_layers)
         self._setup(cfg, model, tokenizer, base_model=cfg.model)
-        if cfg.pooling == "cosine":  # a fresh teacher scores as its backbone's sentence similarity
+        if cfg.pooling in ("cosine", "dual"):  # a fresh teacher scores as its backbone's sentence similarity
             torch.nn.init.zeros_(self.model.classifier.weight)
             torch.nn.init.zeros_(self.model.classifier.bias)
 
     def _setup(self, cfg: CrossEncoderConfig, model, tokenizer, base_model: str) -> None:
-        if cfg.pooling not in ("mean", "cls", "cosine"):
-            raise ConfigError(f"pooling must be 'mean', 'cls' or 'cosine', got {cfg.pooling!r}")
+        if cfg.pooling not in ("mean", "cls", "cosine", "dual"):
+            raise ConfigError(f"pooling must be 'mean', 'cls', 'cosine' or 'dual', got {cfg.pooling!r}")
         if cfg.pooling != "cls" and not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
             raise ConfigError(f"pooling={cfg.pooling!r} needs a backbone whose classification head is one linear "
                               f"layer (BERT-like); {type(model).__name__} has another head: use pooling='cls'")
@@ -167,7 +178,42 @@ class CrossEncoder(torch.nn.Module):
             query, doc = self._segments(batch)
             sim = F.cosine_similarity(mean_pool(hidden, query), mean_pool(hidden, doc), dim=-1)
             logits = logits + sim / self.config.temperature
+        elif self.config.pooling == "dual":
+            sides = []
+            for side in self._alone(batch):
+                if packed:
+                    states = packed_forward(base, side["input_ids"], side["attention_mask"],
+                                            side.get("token_type_ids")).float()
+                else:
+                    states = base(**side).last_hidden_state.float()
+                sides.append(mean_pool(states, side["attention_mask"]))
+            logits = logits + F.cosine_similarity(*sides, dim=-1) / self.config.temperature
         return logits
+
+    def _alone(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The query and the document of each pair as inputs of their own, ``[CLS] words [SEP]`` right-padded,
+        cut from the pair's tokens (so the document is truncated as in the pair): what a dual-encoder reads."""
+        ids = batch["input_ids"]
+        tok = self.tokenizer
+        first = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        last = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        pad = tok.pad_token_id or 0
+        out = []
+        for words in self._segments(batch):
+            n = words.sum(1)
+            width = int(n.max()) + 2 if len(n) else 2
+            # stable sort puts each row's word positions first, in reading order
+            order = torch.argsort((~words).to(torch.int8), dim=1, stable=True)[:, :width - 2]
+            col = torch.arange(width, device=ids.device)
+            side = torch.full((len(ids), width), pad, dtype=ids.dtype, device=ids.device)
+            side[:, 0] = first
+            side[:, 1:width - 1] = torch.where(col[None, 1:width - 1] <= n[:, None], ids.gather(1, order), pad)
+            side[torch.arange(len(ids), device=ids.device), n + 1] = last
+            enc = {"input_ids": side, "attention_mask": (col[None] < (n + 2)[:, None]).long()}
+            if "token_type_ids" in batch:
+                enc["token_type_ids"] = torch.zeros_like(side)
+            out.append(enc)
+        return out[0], out[1]
 
     def _segments(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks ``(n, L)`` of the query's and the document's own tokens (special tokens left out).
@@ -318,7 +364,7 @@ class CrossEncoder(torch.nn.Module):
 def _refuse_foreign_loaders(path: Path, pooling: str) -> None:
     """Make ``sentence_transformers.CrossEncoder`` (v6+) refuse a teacher whose scores it cannot reproduce.
 
-    Without these files it would load a ``pooling="mean"`` or ``"cosine"`` teacher as a plain
+    Without these files it would load a ``pooling="mean"``, ``"cosine"`` or ``"dual"`` teacher as a plain
     sequence classifier, score it through the ``[CLS]`` pooler and return other scores, silently.
     ``config_sentence_transformers.json`` declares a requirement no environment meets, with the
     reason, which sentence-transformers checks before loading anything; ``modules.json`` names a

@@ -34,7 +34,7 @@ class Profile:
     teacher_negatives: int = 7
     teacher_lr: float = 3e-5
     teacher_eval_every: int = 0     # also pick the teacher's checkpoint on dev every N steps (0: at epoch ends and the end)
-    teacher_pooling: Literal["mean", "cls", "cosine"] = "mean"  # the teacher's head (CrossEncoderConfig.pooling: mean, cls or cosine)
+    teacher_pooling: Literal["mean", "cls", "cosine", "dual"] = "mean"  # the teacher's head (CrossEncoderConfig.pooling)
     # teacher scores used for distillation: each training query's top-``score_depth`` BM25 candidates
     score_depth: int = 30
     # caps that bind only on datasets larger than SciFact (0 = no cap), so NFCorpus fits the same budget:
