@@ -165,10 +165,14 @@ class CrossEncoder(torch.nn.Module):
                                    cls_only=True)
             pooled = self.model.dropout(base.pooler(first[:, None]))
             return self.model.classifier(pooled)[:, 0]
-        if packed:
-            hidden = packed_forward(base, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        else:
-            hidden = base(**batch).last_hidden_state.float()  # no copy when already float32
+
+        def read(b: dict[str, torch.Tensor]) -> torch.Tensor:
+            """The backbone's last hidden states of a padded batch ``b``."""
+            if packed:
+                return packed_forward(base, b["input_ids"], b["attention_mask"], b.get("token_type_ids"))
+            return base(**b).last_hidden_state.float()  # no copy when already float32
+
+        hidden = read(batch)
         pooled = mean_pool(hidden, batch["attention_mask"])
         dropout = getattr(self.model, "dropout", None)
         if dropout is not None:
@@ -179,14 +183,7 @@ class CrossEncoder(torch.nn.Module):
             sim = F.cosine_similarity(mean_pool(hidden, query), mean_pool(hidden, doc), dim=-1)
             logits = logits + sim / self.config.temperature
         elif self.config.pooling == "dual":
-            sides = []
-            for side in self._alone(batch):
-                if packed:
-                    states = packed_forward(base, side["input_ids"], side["attention_mask"],
-                                            side.get("token_type_ids")).float()
-                else:
-                    states = base(**side).last_hidden_state.float()
-                sides.append(mean_pool(states, side["attention_mask"]))
+            sides = [mean_pool(read(side).float(), side["attention_mask"]) for side in self._alone(batch)]
             logits = logits + F.cosine_similarity(*sides, dim=-1) / self.config.temperature
         return logits
 
