@@ -177,8 +177,9 @@ def main() -> None:
     if args.synthetic:
         rows += synthetic(args)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        from dualist._io import write_json  # creates the folder
+
+        write_json(args.json, rows, indent=1)
 
 
 if __name__ == "__main__":

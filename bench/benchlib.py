@@ -304,8 +304,9 @@ def report(title: str, rows: list[Row], info: dict[str, Any], args: argparse.Nam
     if getattr(args, "json", None):
         payload = {"title": title, "machine": info, "command": sys.argv,
                    "rows": [{**asdict(r), "ratio": r.ratio, "met": r.met} for r in rows]}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # never lose a finished run to a missing folder
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        from dualist._io import write_json  # creates the folder: never lose a finished run to a missing one
+
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
 
 
