@@ -139,7 +139,7 @@ def main() -> None:
                 ok = abs(ndcg[v] - fp32) <= args.ndcg_tol
                 check = (f"nDCG@10 {ndcg[v]:.4f} vs fp32 {fp32:.4f} ({'OK' if ok else 'FAIL'} within "
                          f"{args.ndcg_tol:g}, {len(texts)} docs); mean cos to fp32 {cos:.4f}")
-        rows.append(C.Row(f"encode docs, {v}", "docs/s", dps[v], dps.get("peer"), goal=C.PRECISION_GOALS.get(v),
+        rows.append(C.Row(f"encode docs, {v}", "docs/s", dps[v], dps.get("peer"), goal=C.precision_goal(v),
                           dualist_rss=rss.get(v), peer_rss=rss.get("peer"), check=check,
                           extra={"check_ok": ok, "ndcg@10": ndcg[v], "times_s": times[v],
                                  "peer_times_s": times.get("peer"),

@@ -158,7 +158,7 @@ def main() -> None:
             check = (f"re-rank nDCG@10 {ndcgs[v]:.4f} vs fp32 {fp32 if fp32 is not None else float('nan'):.4f} "
                      f"({verdict} within {args.ndcg_tol:g}, {len(pairs)} pairs); "
                      f"Pearson r to fp32 {corr:.4f}")
-        rows.append(C.Row(f"teacher scoring, {v}", "pairs/s", pps[v], pps.get("peer"), goal=C.PRECISION_GOALS.get(v),
+        rows.append(C.Row(f"teacher scoring, {v}", "pairs/s", pps[v], pps.get("peer"), goal=C.precision_goal(v),
                           dualist_rss=rss.get(v), peer_rss=rss.get("peer"), check=check,
                           extra={"check_ok": ok, "ndcg@10": ndcgs[v], "times_s": times[v],
                                  "peer_times_s": times.get("peer")}))

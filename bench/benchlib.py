@@ -344,6 +344,27 @@ PRECISION_VARIANTS = ("dualist", "peer", "dualist-hf", "dualist-int8", "dualist-
 """The sides of the inference benchmarks (encode, teacher scoring): dualist's copies against the peer."""
 PRECISION_GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3,
                    "dualist-onnx-int8": 2.0}
+"""The inference goals (dualist / peer) on a CPU with AVX-512, VNNI and bf16."""
+AVX2_PRECISION_GOALS = {"dualist": 1.3, "dualist-int8": 1.8, "dualist-bf16": None, "dualist-onnx-fp32": 1.3,
+                        "dualist-onnx-int8": 1.8}
+"""The same on a CPU without AVX-512: int8 kernels without VNNI, and no goal for bf16, which is emulated
+there and never a default."""
+TRAIN_GOALS = {"AVX512": (1.5, 0.5), "AVX2": (1.3, 0.6)}
+"""Student training: (throughput ratio at least, peak-RSS ratio at most) by CPU class."""
+
+
+def cpu_goal_class() -> str:
+    """``AVX512`` or ``AVX2``: which goals apply on this CPU, caps applied (anything below AVX-512 takes
+    the AVX2 goals)."""
+    from dualist.models.cpu import cpu_features
+
+    return "AVX512" if cpu_features().capability.startswith("AVX512") else "AVX2"
+
+
+def precision_goal(variant: str) -> float | None:
+    """The goal of an inference variant on this CPU's class (None: no goal)."""
+    goals = PRECISION_GOALS if cpu_goal_class() == "AVX512" else AVX2_PRECISION_GOALS
+    return goals.get(variant)
 FLOAT32_VARIANTS = ("dualist", "dualist-hf", "dualist-onnx-fp32")
 """float32 variants: they must give the peer's numbers, not just its ranking."""
 

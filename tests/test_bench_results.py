@@ -142,3 +142,18 @@ def test_report_creates_the_folder_of_its_json_file(tmp_path, capsys):
     common.report("bench_x: a thing", rows, info, argparse.Namespace(json=str(path)))
     assert json.loads(path.read_text())["rows"][0]["ratio"] == 1.5
     assert f"wrote {path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("capability,int8,bf16,train", [("AVX512", 2.0, 2.0, (1.5, 0.5)),
+                                                         ("AVX2", 1.8, None, (1.3, 0.6))])
+def test_the_goals_follow_the_cpu_class(monkeypatch, capability, int8, bf16, train):
+    import dualist.models.cpu as cpu
+
+    monkeypatch.setattr(cpu, "cpu_features", lambda: cpu.CpuFeatures(
+        capability=capability, vnni=capability == "AVX512", bf16=capability == "AVX512", capped=False))
+    assert common.cpu_goal_class() == capability
+    assert common.precision_goal("dualist") == 1.3
+    assert common.precision_goal("dualist-int8") == common.precision_goal("dualist-onnx-int8") == int8
+    assert common.precision_goal("dualist-bf16") == bf16
+    assert common.precision_goal("peer") is None
+    assert common.TRAIN_GOALS[common.cpu_goal_class()] == train
