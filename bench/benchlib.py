@@ -342,13 +342,13 @@ def apply_cpu_cap(cap: str) -> None:
 PRECISION_VARIANTS = ("dualist", "peer", "dualist-hf", "dualist-int8", "dualist-bf16", "dualist-onnx-fp32",
                       "dualist-onnx-int8")
 """The sides of the inference benchmarks (encode, teacher scoring): dualist's copies against the peer."""
-PRECISION_GOALS = {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3,
-                   "dualist-onnx-int8": 2.0}
-"""The inference goals (dualist / peer) on a CPU with AVX-512, VNNI and bf16."""
-AVX2_PRECISION_GOALS = {"dualist": 1.3, "dualist-int8": 1.8, "dualist-bf16": None, "dualist-onnx-fp32": 1.3,
-                        "dualist-onnx-int8": 1.8}
-"""The same on a CPU without AVX-512: int8 kernels without VNNI, and no goal for bf16, which is emulated
-there and never a default."""
+PRECISION_GOALS = {
+    "AVX512": {"dualist": 1.3, "dualist-int8": 2.0, "dualist-bf16": 2.0, "dualist-onnx-fp32": 1.3,
+               "dualist-onnx-int8": 2.0},
+    "AVX2": {"dualist": 1.3, "dualist-int8": 1.8, "dualist-onnx-fp32": 1.3, "dualist-onnx-int8": 1.8},
+}
+"""The inference goals (dualist / peer) by CPU class: with AVX-512 (VNNI, bf16), and without it, where
+int8 runs without VNNI and bf16 has no goal (emulated there, never a default)."""
 TRAIN_GOALS = {"AVX512": (1.5, 0.5), "AVX2": (1.3, 0.6)}
 """Student training: (throughput ratio at least, peak-RSS ratio at most) by CPU class."""
 
@@ -363,8 +363,9 @@ def cpu_goal_class() -> str:
 
 def precision_goal(variant: str) -> float | None:
     """The goal of an inference variant on this CPU's class (None: no goal)."""
-    goals = PRECISION_GOALS if cpu_goal_class() == "AVX512" else AVX2_PRECISION_GOALS
-    return goals.get(variant)
+    return PRECISION_GOALS[cpu_goal_class()].get(variant)
+
+
 FLOAT32_VARIANTS = ("dualist", "dualist-hf", "dualist-onnx-fp32")
 """float32 variants: they must give the peer's numbers, not just its ranking."""
 
