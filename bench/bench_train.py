@@ -286,7 +286,7 @@ def main() -> None:
     qps = {v: C.median([x["qps"] for x in results[v]]) for v in variants}
     rss = {v: max(x["rss"] for x in results[v]) for v in variants}
     curves = {v: results[v][0]["losses"] for v in variants}
-    goal, rss_goal = C.TRAIN_GOALS[C.cpu_goal_class()]
+    goal, rss_goal = C.train_goal()
     rows = []
     for v in variants:
         if v == "peer":

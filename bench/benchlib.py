@@ -353,17 +353,31 @@ TRAIN_GOALS = {"AVX512": (1.5, 0.5), "AVX2": (1.3, 0.6)}
 """Student training: (throughput ratio at least, peak-RSS ratio at most) by CPU class."""
 
 
-def cpu_goal_class() -> str:
+def cpu_goal_class(feature: str | None = None) -> str:
     """``AVX512`` or ``AVX2``: which goals apply on this CPU, caps applied (anything below AVX-512 takes
-    the AVX2 goals)."""
+    the AVX2 goals). With ``feature`` (``"vnni"`` or ``"bf16"``), ``AVX512`` only where the CPU also has
+    it: the AVX-512 goals of int8 were set on VNNI kernels, those of bf16 and training on native bf16."""
     from dualist.models.cpu import cpu_features
 
-    return "AVX512" if cpu_features().capability.startswith("AVX512") else "AVX2"
+    features = cpu_features()
+    avx512 = features.capability.startswith("AVX512")
+    return "AVX512" if avx512 and (feature is None or getattr(features, feature)) else "AVX2"
+
+
+def _goal_feature(variant: str) -> str | None:
+    """The CPU feature an inference variant's AVX-512 goal rests on."""
+    return "vnni" if "int8" in variant else "bf16" if "bf16" in variant else None
 
 
 def precision_goal(variant: str) -> float | None:
-    """The goal of an inference variant on this CPU's class (None: no goal)."""
-    return PRECISION_GOALS[cpu_goal_class()].get(variant)
+    """The goal of an inference variant on this CPU (None: no goal)."""
+    return PRECISION_GOALS[cpu_goal_class(_goal_feature(variant))].get(variant)
+
+
+def train_goal() -> tuple[float, float]:
+    """Student training's (throughput ratio at least, peak-RSS ratio at most) on this CPU: the AVX-512
+    goal was met with ``--amp bf16``, so it applies where bf16 is native."""
+    return TRAIN_GOALS[cpu_goal_class("bf16")]
 
 
 FLOAT32_VARIANTS = ("dualist", "dualist-hf", "dualist-onnx-fp32")

@@ -144,16 +144,22 @@ def test_report_creates_the_folder_of_its_json_file(tmp_path, capsys):
     assert f"wrote {path}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("capability,int8,bf16,train", [("AVX512", 2.0, 2.0, (1.5, 0.5)),
-                                                         ("AVX2", 1.8, None, (1.3, 0.6))])
-def test_the_goals_follow_the_cpu_class(monkeypatch, capability, int8, bf16, train):
+@pytest.mark.parametrize("capability,vnni,bf16_native,int8,bf16,train", [
+    ("AVX512", True, True, 2.0, 2.0, (1.5, 0.5)),      # Zen 4, Sapphire Rapids
+    ("AVX2", False, False, 1.8, None, (1.3, 0.6)),     # Zen 3, Haswell
+    ("AVX512", False, False, 1.8, None, (1.3, 0.6)),   # Skylake-X: AVX-512 without VNNI or bf16
+    ("AVX512", True, False, 2.0, None, (1.3, 0.6)),    # Cascade Lake, Ice Lake: VNNI without bf16
+])
+def test_the_goals_follow_what_the_cpu_can_do(monkeypatch, capability, vnni, bf16_native, int8, bf16, train):
+    """The AVX-512 goals of int8 rest on VNNI, those of bf16 and of training (`--amp bf16`) on native bf16:
+    an AVX-512 CPU without them is held to the AVX2 goals for those paths."""
     import dualist.models.cpu as cpu
 
     monkeypatch.setattr(cpu, "cpu_features", lambda: cpu.CpuFeatures(
-        capability=capability, vnni=capability == "AVX512", bf16=capability == "AVX512", capped=False))
+        capability=capability, vnni=vnni, bf16=bf16_native, capped=False))
     assert common.cpu_goal_class() == capability
     assert common.precision_goal("dualist") == 1.3
     assert common.precision_goal("dualist-int8") == common.precision_goal("dualist-onnx-int8") == int8
     assert common.precision_goal("dualist-bf16") == bf16
     assert common.precision_goal("peer") is None
-    assert common.TRAIN_GOALS[common.cpu_goal_class()] == train
+    assert common.train_goal() == train
