@@ -385,3 +385,22 @@ def test_distillation_with_in_batch_one_hot_equals_a_numpy_reference():
     assert loss.item() == pytest.approx(margin_mse + 0.3 * ce, rel=1e-5)
     with pytest.raises(ValueError, match="teacher"):
         WithInBatchOneHot(build_loss("mse"))(torch.from_numpy(s))
+
+
+def test_positive_floor_raises_positives_to_the_best_negative_plus_the_margin():
+    from dualist.losses.label_floor import PositiveFloor, floor_positives
+
+    t = torch.tensor([[1.0, 3.0, 2.0, 0.5],     # positive below the best negative (3): raised to 3.25
+                      [5.0, 3.0, 2.0, 0.5],     # already 2 above it: unchanged
+                      [1.0, 0.0, 4.0, 2.0]])    # two positives (columns 0, 1), best negative 4
+    pos = torch.tensor([[True, False, False, False], [True, False, False, False], [True, True, False, False]])
+    expected = torch.tensor([[3.25, 3.0, 2.0, 0.5], [5.0, 3.0, 2.0, 0.5], [4.25, 4.25, 4.0, 2.0]])
+    assert torch.equal(floor_positives(t, pos, 0.25), expected)
+    assert torch.equal(floor_positives(t, torch.ones_like(pos), 0.25), t)  # no negative: nothing to be above
+    # in front of a loss: that loss on the floored targets; column 0 is the positive without labels
+    s = torch.tensor([[0.2, 0.1, -0.3, 0.0]])
+    kl = build_loss("kl")
+    assert PositiveFloor(kl, 0.25)(s, t[:1]).item() == pytest.approx(kl(s, expected[:1]).item())
+    assert PositiveFloor(kl, 0.25)(s, t[2:], pos[2:]).item() == pytest.approx(kl(s, expected[2:]).item())
+    with pytest.raises(ValueError, match="teacher"):
+        PositiveFloor(kl)(s)

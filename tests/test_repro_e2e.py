@@ -434,3 +434,20 @@ def test_a_retrained_teacher_is_scored_again_rather_than_refused(repro, tmp_path
     assert main(changed) == 0
     assert "re-scoring" in caplog.text and "teacher up to date" not in caplog.text
     assert not (out / "scores/train.teacher.parquet.parts").exists()
+
+
+def test_the_positive_margin_override_reaches_the_distilled_students_only():
+    from types import SimpleNamespace
+
+    from dualist.repro.plan import ReproArgs, StudentRun, _student, resolve_profile
+
+    args = ReproArgs(profile="full", override=["teacher_positive_margin=0.5"])
+    prof = resolve_profile(args)
+    assert prof.teacher_positive_margin == 0.5 and resolve_profile(ReproArgs()).teacher_positive_margin is None
+    samples = SimpleNamespace(max_positives=5, min_grade=1, train_ids=None, select_ids=None)
+    cands = {s: f"{s}.trec" for s in ("train", "dev", "test")}
+
+    def margin(loss):
+        return _student(prof, args, cands, samples, StudentRun(loss, 0, 13), "scores.parquet").train.teacher_positive_margin
+
+    assert (margin("kl"), margin("m3se"), margin("onehot")) == (0.5, 0.5, None)

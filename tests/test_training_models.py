@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -292,3 +293,31 @@ def test_a_teacher_bm25_weight_trains_on_the_ensemble_and_is_refused_without_a_t
                       tmp_path / "onehot", loss="onehot")
     with pytest.raises(ConfigError, match="teacher_bm25_weight must be >= 0"):
         train(teacher_bm25_weight=-1.0)
+
+
+def test_teacher_positive_margin_trains_on_targets_floored_at_the_best_negative(tiny_train, tiny_bert, tmp_path):
+    """A teacher that ranks negatives above the positives, floored by the option, trains exactly as a
+    teacher floored by hand (every positive at the query's best negative + 1) and unlike the raw one."""
+    ds, run = tiny_train
+    qrels = ds.qrels_for("train")
+    positives = {q: {d for d, r in qrels[q].items() if r > 0} for q in run}
+    negatives = {q: {d: s / 10 for d, s in run[q].items() if d not in positives[q]} for q in run}
+    wrong = TeacherScores({q: negatives[q] | {d: -5.0 for d in positives[q]} for q in run})
+    by_hand = TeacherScores({q: negatives[q] | {d: max(negatives[q].values()) + 1.0 for d in positives[q]}
+                             for q in run})
+    cfg = train(max_steps=2, log_every=1, negatives="top")
+
+    def first_losses(name, scores, **kw):
+        train_student(ds, "train", run, student_config(tiny_bert), dataclasses.replace(cfg, **kw), tmp_path / name,
+                      loss="kl", teacher_scores=scores)
+        return losses(tmp_path / name)
+
+    floored = first_losses("floored", wrong, teacher_positive_margin=1.0)
+    assert floored == pytest.approx(first_losses("by-hand", by_hand), rel=1e-6)
+    assert floored[0] != pytest.approx(first_losses("raw", wrong)[0], rel=1e-3)
+    assert read_meta(tmp_path / "floored")["config"]["train"]["teacher_positive_margin"] == 1.0
+    with pytest.raises(ConfigError, match="teacher_positive_margin"):
+        train_student(ds, "train", run, student_config(tiny_bert), dataclasses.replace(cfg, teacher_positive_margin=0.0),
+                      tmp_path / "onehot", loss="onehot")
+    with pytest.raises(ConfigError, match="finite"):
+        dataclasses.replace(cfg, teacher_positive_margin=float("nan"))

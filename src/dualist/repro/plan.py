@@ -314,7 +314,8 @@ def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
                         eval_every=prof.student_eval_every, in_batch_negatives=prof.in_batch,
                         in_batch_weight=prof.in_batch_weight,
                         teacher_calibration="fit" if prof.calibrate and run.loss in SCORE_MATCHING else "none",
-                        teacher_bm25_weight=bm25_weight if requires_teacher(run.loss) else 0.0)
+                        teacher_bm25_weight=bm25_weight if requires_teacher(run.loss) else 0.0,
+                        teacher_positive_margin=prof.teacher_positive_margin if requires_teacher(run.loss) else None)
     return StudentConfig(model=_student_model(prof, args.model), train=train, candidates=cands["train"],
                          loss=run.loss, teacher_scores=scores if requires_teacher(run.loss) else None,
                          dev_split="dev", dev_candidates=cands["dev"], dev_depth=prof.dev_depth,

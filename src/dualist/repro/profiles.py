@@ -61,6 +61,8 @@ class Profile:
     teacher_bm25: bool = False      # distilled students learn from the teacher + BM25 ensemble, its BM25 weight
                                     # chosen on dev (0 when BM25 does not help there)
     calibrate: bool = True          # MSE, Margin-MSE and M3SE see teacher scores fitted to the student's scale
+    teacher_positive_margin: float | None = None  # set: distilled students' targets put each positive at least
+                                    # this far (teacher units) above the query's best negative (None: off)
     in_batch: bool = True           # every student also trains against the other queries' documents
     in_batch_weight: float = 1.0    # weight of the one-hot in-batch term added to a distillation loss
     # bookkeeping

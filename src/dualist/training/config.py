@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,6 +58,10 @@ class TrainConfig:
         0.0, "distil a teacher + BM25 ensemble: add this many per-query standard deviations of BM25 score "
              "(in the teacher's own units) to each teacher score before the loss sees it "
              "(dualist.training.ensemble); 0 = the teacher alone", fingerprint="if-set")
+    teacher_positive_margin: float | None = opt(
+        None, "distil targets that agree with the labels: raise each positive's teacher score to at least the "
+              "best negative's plus this margin (teacher units) before calibration and the loss see it "
+              "(dualist.losses.label_floor); unset: the teacher's scores as they are", fingerprint="if-set")
     checkpoint_every: int = opt(0, "checkpoint every N optimizer steps (0: only at each epoch end)")
     keep_checkpoints: int = opt(2, "step checkpoints to keep, newest first (0: keep all)")
     log_every: int = opt(10, "log the running loss every N optimizer steps")
@@ -125,6 +130,9 @@ class TrainConfig:
         if not self.teacher_bm25_weight >= 0:
             raise ConfigError(f"train.teacher_bm25_weight must be >= 0, got {self.teacher_bm25_weight}"
                               f"{_flag('teacher_bm25_weight')}")
+        if self.teacher_positive_margin is not None and not math.isfinite(self.teacher_positive_margin):
+            raise ConfigError(f"train.teacher_positive_margin must be a finite number or unset, got "
+                              f"{self.teacher_positive_margin}{_flag('teacher_positive_margin')}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}{_flag('log_every')}")
 

@@ -15,6 +15,7 @@ from dualist.distributed import gather_rows, loss_share, process_rows, shard_ran
 from dualist.errors import ConfigError
 from dualist.losses.calibration import Affine, Calibrated, fit_scale
 from dualist.losses.in_batch import WithInBatchOneHot
+from dualist.losses.label_floor import PositiveFloor
 from dualist.training.config import TrainConfig
 from dualist.training.examples import Batch, ExampleSource, with_in_batch_negatives
 from dualist.training.loop import train_loop
@@ -82,6 +83,8 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
 
     With ``train_config.in_batch_negatives`` a distillation loss is applied to the own candidates and
     ``in_batch_weight`` x the one-hot loss to all columns (:class:`~dualist.losses.in_batch.WithInBatchOneHot`);
+    with ``teacher_positive_margin`` set, no target ranks a judged negative above the positive
+    (:class:`~dualist.losses.label_floor.PositiveFloor`, applied to the raw teacher scores);
     with ``teacher_bm25_weight`` > 0 the targets are the teacher + BM25 ensemble's
     (:func:`teacher_with_bm25`); with ``teacher_calibration="fit"`` the teacher's scores are then put
     on the starting student's scale (:func:`fit_calibration`), and the fitted map is recorded in
@@ -107,6 +110,9 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     if train_config.teacher_bm25_weight and not distill:
         raise ConfigError(f"train.teacher_bm25_weight={train_config.teacher_bm25_weight} adds BM25 to the teacher's "
                           f"scores, but loss {loss!r} uses none; set it to 0 or pick a distillation loss")
+    if train_config.teacher_positive_margin is not None and not distill:
+        raise ConfigError(f"train.teacher_positive_margin={train_config.teacher_positive_margin} changes teacher "
+                          f"scores, but loss {loss!r} uses none; unset it or pick a distillation loss")
     if teacher_scores is not None and not distill:
         logger.info("loss %r does not use teacher scores; ignoring them", loss)
         teacher_scores = None
@@ -128,6 +134,8 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
         logger.info("student (%s): teacher scores calibrated as %.4g * t + %.4g", loss, calibration.scale,
                     calibration.bias)
         loss_fn = Calibrated(loss_fn, calibration)
+    if distill and train_config.teacher_positive_margin is not None:  # raw teacher units, before calibration
+        loss_fn = PositiveFloor(loss_fn, train_config.teacher_positive_margin)
     if distill and train_config.in_batch_negatives:  # the teacher scored no in-batch pair: labels only there
         loss_fn = WithInBatchOneHot(loss_fn, train_config.in_batch_weight)
 
