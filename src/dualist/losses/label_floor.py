@@ -40,8 +40,8 @@ def floor_positives(teacher: Tensor, positives: Tensor, margin: float) -> Tensor
     tensor([[3.5000, 3.0000, 0.0000],
             [5.0000, 3.0000, 0.0000]])
     """
-    best_negative = teacher.masked_fill(positives, float("-inf")).amax(dim=1, keepdim=True)
-    floor = torch.where(torch.isfinite(best_negative), best_negative + margin, teacher.new_tensor(float("-inf")))
+    # a row without a negative has best_negative = -inf, so its floor is -inf too and nothing moves
+    floor = teacher.masked_fill(positives, float("-inf")).amax(dim=1, keepdim=True) + margin
     return torch.where(positives, torch.maximum(teacher, floor), teacher)
 
 

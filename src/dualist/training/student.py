@@ -83,12 +83,11 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
 
     With ``train_config.in_batch_negatives`` a distillation loss is applied to the own candidates and
     ``in_batch_weight`` x the one-hot loss to all columns (:class:`~dualist.losses.in_batch.WithInBatchOneHot`);
-    with ``teacher_positive_margin`` set, no target ranks a judged negative above the positive
-    (:class:`~dualist.losses.label_floor.PositiveFloor`, applied to the raw teacher scores);
     with ``teacher_bm25_weight`` > 0 the targets are the teacher + BM25 ensemble's
-    (:func:`teacher_with_bm25`); with ``teacher_calibration="fit"`` the teacher's scores are then put
-    on the starting student's scale (:func:`fit_calibration`), and the fitted map is recorded in
-    ``dualist.json``.
+    (:func:`teacher_with_bm25`); with ``teacher_positive_margin`` set, no target ranks a judged negative
+    above the positive (:class:`~dualist.losses.label_floor.PositiveFloor`, in the teacher's units); with
+    ``teacher_calibration="fit"`` the targets are then put on the starting student's scale
+    (:func:`fit_calibration`), and the fitted map is recorded in ``dualist.json``.
 
     Raises:
         ConfigError: the loss needs teacher scores and none were given, or teacher calibration or a
