@@ -144,11 +144,15 @@ def test_precision_flag_runs_the_onnx_copies(pipeline, tmp_path):
     cands = w / "runs/test.bm25.trec"
     for name, model in (("ce", teacher), ("de", student)):
         runs = {}
-        for precision in ("fp32", "onnx-fp32", "onnx-int8"):
+        for precision in ("fp32", "onnx-fp32", "onnx-int8", "int8", "torch-int8"):
             run("rerank", *d, "--model", model, "--candidates", cands, "--depth", 10, "--precision", precision,
                 "--out", tmp_path / f"{name}.{precision}.trec")
             runs[precision] = read_trec_run(tmp_path / f"{name}.{precision}.trec")
         assert runs["onnx-fp32"].keys() == runs["fp32"].keys()
+        # with the onnx extra installed, int8 is ONNX Runtime's copy, not torch's
+        for q, docs in runs["onnx-int8"].items():
+            assert runs["int8"][q] == pytest.approx(docs, abs=1e-6)
+        assert any(runs["torch-int8"][q] != pytest.approx(docs, abs=1e-6) for q, docs in runs["onnx-int8"].items())
         for q, docs in runs["fp32"].items():
             assert runs["onnx-fp32"][q] == pytest.approx(docs, abs=1e-4)
             assert runs["onnx-int8"][q].keys() == docs.keys()

@@ -191,3 +191,36 @@ def test_int8_keeps_down_projections_out_of_int8():
     x = torch.randn(4, 8)
     with torch.no_grad():
         assert (low(x) - model(x)).abs().max() < 0.05
+
+
+# --------------------------------------------------------------------------- --precision names
+
+@pytest.mark.parametrize("installed, expected", [(True, "onnx-int8"), (False, "int8")])
+def test_precision_int8_is_the_fastest_int8_copy_installed(monkeypatch, installed, expected):
+    import dualist.models.onnx_runtime as onnx_runtime
+    from dualist.models.precision import describe_choice, resolve_precision
+
+    monkeypatch.setattr(onnx_runtime, "onnx_available", lambda: installed)
+    assert resolve_precision("int8") == expected
+    assert ("onnx-int8" in describe_choice("int8")) == installed
+    assert ("pip install 'dualist[onnx]'" in describe_choice("int8")) == (not installed)
+    # the other names are the copy they name, whatever is installed
+    for name, copy_name in {"torch-int8": "int8", "fp32": "fp32", "bf16": "bf16", "onnx-fp32": "onnx-fp32",
+                            "onnx-int8": "onnx-int8"}.items():
+        assert resolve_precision(name) == copy_name
+        assert describe_choice(name) == ""
+    with pytest.raises(ConfigError, match="torch-int8"):
+        resolve_precision("int4")
+
+
+def test_load_model_says_which_int8_copy_it_loaded(tiny_bert, tmp_path, needs_onnx, caplog):
+    from dualist.stages import load_model
+
+    DualEncoder(model=str(tiny_bert), doc_max_length=32).save_pretrained(tmp_path / "de")
+    with caplog.at_level("INFO", logger="dualist.stages.inputs"):
+        fast = load_model(tmp_path / "de", precision="int8")
+    assert fast.inference_dtype == "onnx-int8"
+    assert "--precision int8: ONNX Runtime's int8 copy" in caplog.text
+    assert "onnx-int8, ONNX Runtime" in caplog.text  # the path line names the copy that runs
+    torch_copy = load_model(tmp_path / "de", precision="torch-int8")
+    assert torch_copy.inference_dtype == "int8" and torch_copy.quantized_int8

@@ -28,7 +28,7 @@ from dualist import _checks as check
 from dualist.config import add_config_args, config_from_args, load_yaml, opt, to_dict
 from dualist.errors import ConfigError, DataError, DualistError
 from dualist.losses import LossName
-from dualist.models.precision import Precision
+from dualist.models.precision import Precision, resolve_precision
 
 if TYPE_CHECKING:
     from dualist.data import Dataset
@@ -47,7 +47,9 @@ METRICS_DEFAULT = ["ndcg@10", "mrr@10", "recall@100"]
 RESUME_HELP = ("continue the run in --out from its last checkpoint when there is one (the default; a run made "
                "with other settings is refused, never deleted); --no-resume starts over and deletes that run's "
                "checkpoints and models")
-PRECISION_HELP = ("inference precision of the model(s): fp32 (torch), int8 or bf16 (torch copies), onnx-fp32 "
+PRECISION_HELP = ("inference precision of the model(s): fp32 (torch, as trained); int8 (the fastest int8 copy "
+                  "installed: onnx-int8 where the onnx extra is, torch-int8 otherwise; the log says which); "
+                  "torch-int8 or bf16 (torch copies; bf16 is fast only on CPUs with native bf16); onnx-fp32 "
                   "(ONNX Runtime, the fp32 scores) or onnx-int8 (ONNX Runtime, int8 weights); the onnx ones need "
                   "pip install 'dualist[onnx]'; check ranking quality before relying on a reduced one")
 
@@ -556,7 +558,7 @@ def cmd_index(ns: argparse.Namespace, cfg: dict) -> None:
                               "exact/faiss shards")
         model_inputs = fingerprint_files([a.model]) if Path(a.model).exists() else a.model
         encoded = encode_sharded(model, ds, out, shard=parse_shard(a.shard) if a.shard else None,
-                                 inputs=[model_inputs, dataset_fingerprint(ds), a.precision], batch_size=a.batch_size)
+                                 inputs=[model_inputs, dataset_fingerprint(ds), resolve_precision(a.precision)], batch_size=a.batch_size)
         if encoded is None:  # another shard (or rank 0) writes the index
             print(f"embedded shard {a.shard or world().rank} of {out}")
             return

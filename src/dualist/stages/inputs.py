@@ -111,12 +111,17 @@ def load_model(path: str | Path, precision: str = "fp32", **overrides: Any) -> A
 
     A ``path`` that is no folder is a backbone spec (an alias such as ``minilm-l6``, or a Hugging Face
     id): it loads as a zero-shot :class:`~dualist.models.DualEncoder` with default settings.
-    ``precision`` other than ``"fp32"`` returns the model's inference copy ``quantized(precision)``
-    (``int8``, ``bf16``, ``onnx-fp32``, ``onnx-int8``).
+    ``precision`` other than ``"fp32"`` returns the model's inference copy: ``quantized(p)`` for
+    ``p = resolve_precision(precision)`` (``int8``: the fastest int8 copy installed, ONNX Runtime's
+    where the onnx extra is; ``torch-int8``, ``bf16``, ``onnx-fp32``, ``onnx-int8``: that copy).
     """
     from dualist.models import CrossEncoder, DualEncoder
 
-    from dualist.models.precision import inference_path
+    from dualist.models.precision import describe_choice, inference_path, resolve_precision
+
+    resolved = resolve_precision(precision)
+    if describe_choice(precision):
+        logger.info("%s", describe_choice(precision))
 
     if not Path(path).is_dir():
         logger.info("%s is no model folder: loading it as a zero-shot dual-encoder", path)
@@ -124,7 +129,7 @@ def load_model(path: str | Path, precision: str = "fp32", **overrides: Any) -> A
     else:
         cls = CrossEncoder if model_kind(path) == "cross_encoder" else DualEncoder
         model = cls.from_pretrained(path, **overrides)
-    model = model if precision == "fp32" else model.quantized(precision)
+    model = model if resolved == "fp32" else model.quantized(resolved)
     logger.info("%s: %s", Path(path).name or path, inference_path(model))
     return model
 
