@@ -55,8 +55,9 @@ class ReproArgs:
                                   "downloaded into the cache when online)")
     data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT, if set)")
     profile: Literal["quick", "full"] = opt("quick", "budget: quick (every row and plot at smoke scale; "
-                                                     "15 min on SciFact on 2 CPU cores) or full (about 65 min on "
-                                                     "SciFact and 55 on NFCorpus there)")
+                                                     "on SciFact, 15 min on 2 AVX-512 CPU cores, 19 on 2 AVX2-only "
+                                                     "ones) or full (about 65 min on SciFact and 55 on NFCorpus on "
+                                                     "2 AVX-512 cores)")
     out: str = opt("", "work folder (default: repro/<dataset>-<profile>)")
     seeds: int = opt(1, "train every student with this many seeds; >1 reports mean ± std and a paired "
                         "significance test against the one-hot DE")
