@@ -45,6 +45,7 @@ def test_stale_score_cache_points_to_a_flag_that_exists(tiny_beir, work, tmp_pat
     base = ["score-teacher", "--data", tiny_beir, "--teacher", work / "teacher", "--candidates", work / "train.trec",
             "--out", out]
     run(*base, "--depth", 2)
+    assert "teacher vs labels on " in capsys.readouterr().out  # the targets' agreement with the labels
     err = refused(capsys, *base, "--depth", 3)
     assert "--force" in err
     run(*base, "--depth", 3, "--force")  # the advice works

@@ -14,6 +14,7 @@ from dualist.diagnostics import (
     ProbeDocs,
     describe,
     gap_table,
+    label_agreement,
     normalized_margins,
     normalized_margins_array,
     pick_probe_query,
@@ -299,3 +300,37 @@ def test_describe():
     assert describe({"q1": 1.0, "q2": 3.0})["mean"] == 2.0
     empty = describe([])
     assert empty["n"] == 0 and math.isnan(empty["mean"])
+
+
+# --------------------------------------------------------------------------- teacher vs labels
+
+def test_label_agreement_by_hand():
+    scores = {
+        "q1": {"p": 3.0, "n1": 1.0, "n2": 0.0, "half": 9.0},   # right by 2; "half" (grade 1 < 2) is left out
+        "q2": {"p": 0.0, "p2": 1.0, "n1": 2.0},                 # contradicted: n1 above both positives, margin -1
+        "q3": {"p": 5.0, "n1": 5.0},                            # a tie is not a contradiction, margin 0
+        "q4": {"p": 1.0},                                       # no negative: not counted
+        "q5": {"n1": 1.0, "n2": 0.0},                           # no positive: not counted
+    }
+    qrels = {"q1": {"p": 2, "half": 1}, "q2": {"p": 2, "p2": 3, "n1": 0}, "q3": {"p": 2}, "q4": {"p": 2}, "q5": {}}
+    a = label_agreement(scores, qrels, min_grade=2)
+    assert a.queries == 3
+    assert a.contradicted == pytest.approx(1 / 3)
+    mass = [math.exp(3) / (math.exp(3) + math.exp(1) + 1),
+            (1 + math.e) / (1 + math.e + math.exp(2)),
+            0.5]
+    assert a.positive_mass["median"] == pytest.approx(sorted(mass)[1])
+    assert a.positive_mass["mean"] == pytest.approx(sum(mass) / 3)
+    assert a.margin["median"] == pytest.approx(0.0) and a.margin["mean"] == pytest.approx(1 / 3)
+    assert a.margin_q25_where_right == pytest.approx(0.5)  # quartile of {0, 2}
+    assert "3 training queries" in a.summary() and "33.3%" in a.summary()
+    # with grade 1 enough, "half" is a positive of q1 and the best one
+    assert label_agreement(scores, qrels, min_grade=1).margin["mean"] == pytest.approx((8 - 1 + 0) / 3)
+
+
+def test_label_agreement_without_usable_queries_says_so():
+    a = label_agreement({"q": {"d": 1.0}}, {"q": {"d": 1}})
+    assert a.queries == 0 and math.isnan(a.contradicted) and math.isnan(a.margin_q25_where_right)
+    assert "no query has both" in a.summary()
+    with pytest.raises(ValueError, match="min_grade"):
+        label_agreement({}, {}, min_grade=0)

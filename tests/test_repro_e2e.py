@@ -27,6 +27,7 @@ def repro(tiny_beir, tiny_bert, tmp_path_factory):
 def test_report_has_every_row_and_plot(repro):
     out, _ = repro
     res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["teacher vs labels (training candidates)"].startswith("teacher vs labels on ")
     models = [r["model"] for r in res["rows"]]
     assert models[:3] == ["BM25", "DE zero-shot", "CA teacher"]
     assert {"DE one-hot", "DE + MSE", "DE + Margin-MSE", "DE + softmax CE (KL)", "DE + RankDistil",

@@ -476,7 +476,11 @@ def cmd_score_teacher(ns: argparse.Namespace, cfg: dict) -> None:
         print(f"scored shard {a.shard or world().rank} of {out}" + ("; other shards remain" if done is None else ""))
         return
     _write_resolved(out, {"data": d, "args": a})
-    print(f"wrote {out}: {len(TeacherScores.load(out))} teacher scores")
+    scores = TeacherScores.load(out)
+    print(f"wrote {out}: {len(scores)} teacher scores")
+    from dualist.diagnostics import label_agreement  # how far the targets a student learns agree with its labels
+
+    print(label_agreement(scores.as_dict(), ds.qrels_for(a.split)).summary())
 
 
 def cmd_bm25_weight(ns: argparse.Namespace, cfg: dict) -> None:

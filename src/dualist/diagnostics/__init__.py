@@ -8,6 +8,7 @@ Pure functions over score tables (``{qid: {doc_id: score}}``), qrels and arrays:
 - :func:`train_test_gap` / :func:`gap_table`: the overfitting evidence;
 - :func:`score_evolution`, :func:`select_probe_docs`, :func:`pick_probe_query`, :func:`read_probes`:
   a fixed query's scores across training;
+- :func:`label_agreement`: how far a teacher's scores of training candidates agree with the labels;
 - :func:`describe`: mean, median, p10, p90, n.
 
 Plots and the HTML/Markdown report live in :mod:`dualist.report`.
@@ -15,6 +16,7 @@ Plots and the HTML/Markdown report live in :mod:`dualist.report`.
 
 from __future__ import annotations
 
+from dualist.diagnostics.agreement import LabelAgreement, label_agreement
 from dualist.diagnostics.distributions import ScoreDistributions, Standardize, score_distributions
 from dualist.diagnostics.evolution import (
     EvolutionTable,
@@ -44,5 +46,7 @@ __all__ = [
     "select_probe_docs",
     "pick_probe_query",
     "ProbeDocs",
+    "label_agreement",
+    "LabelAgreement",
     "describe",
 ]

@@ -180,6 +180,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
             fold_teachers=fold_teachers, fold_seed=samples.seed),
             work / "scores" / "train.teacher.parquet")
         assert scores is not None  # unsharded: the whole cache
+        agreement = _label_agreement(ds, scores, samples.min_grade)
     ensemble: dict[str, Any] | None = None
     if prof.teacher_bm25:
         with timer.stage("bm25 weight"):
@@ -200,7 +201,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
             title=f"dualist reproduction: {name} ({prof.name} profile)", models=evaluated,
             results_path=work / "results.json", seeds=args.seeds, gap_queries=prof.gap_queries,
             notes=(prof.notes,) if prof.notes else (),
-            settings=_settings(ds, name, prof, args, samples, resumed, ensemble),
+            settings=_settings(ds, name, prof, args, samples, resumed, ensemble, agreement),
             timings=dict(timer.seconds), started_at=t_start, header={"dataset": name, "profile": prof.name},
             trained=_trained(work, args, students)),
             work / "report")
@@ -352,6 +353,17 @@ def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: di
     return tuple(models)
 
 
+def _label_agreement(ds: Dataset, scores: Path, min_grade: int) -> str:
+    """The teacher's agreement with the training labels on the candidates it scored, logged and returned
+    as one line for the report (:func:`dualist.diagnostics.label_agreement`)."""
+    from dualist.diagnostics import label_agreement
+    from dualist.training import TeacherScores
+
+    line = label_agreement(TeacherScores.load(scores).as_dict(), ds.qrels_for("train"), min_grade=min_grade).summary()
+    logger.info("%s", line)
+    return line
+
+
 def _targets_setting(ensemble: dict[str, Any] | None) -> str:
     """What the distilled students learn from, as the report's settings table says it."""
     if not ensemble:
@@ -365,7 +377,7 @@ def _targets_setting(ensemble: dict[str, Any] | None) -> str:
 
 
 def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: Samples,
-              resumed: bool, ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
+              resumed: bool, ensemble: dict[str, Any] | None = None, agreement: str = "") -> dict[str, Any]:
     from dualist.stages.evaluation import HYBRID
 
     carved = getattr(ds, "carved_dev", None)
@@ -387,6 +399,7 @@ def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: S
                              f"(k = {HYBRID['rrf_k']}), best {HYBRID['k']} kept"),
         "positive grade": f">= {samples.min_grade}",
         "distillation targets": _targets_setting(ensemble),
+        "teacher vs labels (training candidates)": agreement or "not computed",
         "resumed work folder": resumed}
     if args.override:
         settings["override"] = list(args.override)
