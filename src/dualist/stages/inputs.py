@@ -120,8 +120,9 @@ def load_model(path: str | Path, precision: str = "fp32", **overrides: Any) -> A
     from dualist.models.precision import describe_choice, inference_path, resolve_precision
 
     resolved = resolve_precision(precision)
-    if describe_choice(precision):
-        logger.info("%s", describe_choice(precision))
+    choice = describe_choice(precision)
+    if choice:
+        logger.info("%s", choice)
 
     if not Path(path).is_dir():
         logger.info("%s is no model folder: loading it as a zero-shot dual-encoder", path)
