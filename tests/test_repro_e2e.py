@@ -204,7 +204,14 @@ def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(t
     assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
                  "--losses", "onehot,kl", "--out", str(out), "--record", "--matrix", str(matrix)]) == 0
     entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick+{override}"]
-    assert "wall_minutes" not in entry and entry["resumed_run_minutes"] >= 0
+    # ... but those of every invocation that built the folder (the first one's stages included)
+    logged = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
+    assert len({x["invocation"] for x in logged}) == 2 and {"teacher training", "evaluation"} <= {x["stage"] for x in logged}
+    first = sum(x["seconds"] for x in logged if x["invocation"] == logged[0]["invocation"])
+    assert logged[-1]["stage"] == "diagnostics and report"  # logged after the report that holds the total
+    assert "wall_minutes" not in entry and entry["resumed_run_minutes"] == pytest.approx(
+        sum(x["seconds"] for x in logged[:-1]) / 60, abs=0.051)
+    assert entry["resumed_run_minutes"] >= round(first / 60, 1)
     assert entry["expected"]["onehot"]["rerank.ndcg@10"] == pytest.approx(
         next(r for r in res["rows"] if r["model"] == "DE one-hot")["re-rank nDCG@10"], abs=1e-4)
 

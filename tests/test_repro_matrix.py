@@ -63,6 +63,25 @@ def test_record_keeps_a_condition_per_override_list_and_names_the_dataset_not_it
     assert len(conditions) == 2 and conditions["nfcorpus-full"]["expected"]["bm25"]["rerank.ndcg@10"] == 0.35
 
 
+def test_a_resumed_run_records_the_minutes_of_every_invocation_or_none(tmp_path, caplog):
+    """A folder built over several invocations is timed by all of them (the report's folder total),
+    never by the last invocation alone; without that total (a folder older than its timings log) no
+    minutes are written rather than wrong ones."""
+    from dualist.repro.matrix import record_entry
+    from dualist.repro.plan import FOLDER_TOTAL
+
+    resumed = _results("scifact", [])
+    resumed["settings"]["resumed work folder"] = True
+    resumed["timings"] = {"total": 12.0, FOLDER_TOTAL: 4674.0}
+    entry = load_matrix(record_entry(resumed, tmp_path / "a.yaml"))["conditions"]["scifact-full"]
+    assert entry["resumed_run_minutes"] == 77.9 and "wall_minutes" not in entry
+    del resumed["timings"][FOLDER_TOTAL]
+    with caplog.at_level("WARNING"):
+        entry = load_matrix(record_entry(resumed, tmp_path / "b.yaml"))["conditions"]["scifact-full"]
+    assert "resumed_run_minutes" not in entry and "wall_minutes" not in entry
+    assert "minutes are unknown" in caplog.text
+
+
 def test_record_keeps_hybrid_and_hubness_and_checks_counts_as_shares(tmp_path):
     """The matrix carries the hybrid figure and each DE's distinct top-10 documents (the hubness target's
     figure); --check compares a count within the tolerance as a share of it, not as an absolute number."""

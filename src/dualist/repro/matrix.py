@@ -22,7 +22,7 @@ import yaml
 from dualist.errors import ConfigError
 from dualist.losses import LOSS_NAMES
 from dualist.report.labels import MODEL_LABELS, TABLE_METRICS, figure_label, is_count, model_label
-from dualist.repro.plan import ReproArgs, run_repro
+from dualist.repro.plan import FOLDER_TOTAL, TIMINGS_LOG, ReproArgs, run_repro
 
 __all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "record_entry", "condition_id",
            "condition_command", "MATRIX_PATH"]
@@ -167,10 +167,17 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     if settings.get("override"):  # --check reruns the condition with the same overrides
         cond["override"] = list(settings["override"])
     cond["command"] = condition_command(cond)
-    # a run that resumed a work folder took less than a fresh one: its minutes are kept apart
-    minutes = "resumed_run_minutes" if settings.get("resumed work folder") else "wall_minutes"
-    cond.update({minutes: round(results["timings"]["total"] / 60, 1), "dualist_version": results["version"],
-                 "expected": expected})
+    # a run that resumed a work folder is timed over all the invocations that built it (the folder's
+    # timings.jsonl); one whose earlier invocations were not logged has no honest figure and gets none
+    timings = results["timings"]
+    if not settings.get("resumed work folder"):
+        cond["wall_minutes"] = round(timings["total"] / 60, 1)
+    elif FOLDER_TOTAL in timings:
+        cond["resumed_run_minutes"] = round(timings[FOLDER_TOTAL] / 60, 1)
+    else:
+        logger.warning("--record: the work folder's earlier invocations left no %s, so the run's minutes are "
+                       "unknown and not recorded", TIMINGS_LOG)
+    cond.update({"dualist_version": results["version"], "expected": expected})
     if note:
         cond["note"] = note
     conditions = dict(data["conditions"])

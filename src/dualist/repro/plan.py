@@ -23,11 +23,13 @@ stage configs and names the outputs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -73,8 +75,9 @@ class ReproArgs:
     table: bool = opt(False, "print the README results table generated from the matrix, then exit")
     record: bool = opt(False, "after the run, write its figures into the matrix (--matrix, default: the packaged "
                               "one), replacing the entry of the same dataset, profile and overrides; the run's "
-                              "minutes go in wall_minutes, or in resumed_run_minutes when it continued an earlier "
-                              "work folder")
+                              "minutes go in wall_minutes or, when it continued an earlier work folder, in "
+                              "resumed_run_minutes: the minutes of every invocation that built that folder (its "
+                              "timings.jsonl)")
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,17 @@ class StudentRun:
         return f"{self.loss}-s{self.index}"
 
 
+TIMINGS_LOG = "timings.jsonl"  # in the work folder: one line per finished stage of every invocation
+
+
 class _Timer:
-    def __init__(self) -> None:
+    """Stage wall times of this invocation, each also appended to the work folder's ``timings.jsonl``, so a
+    run resumed over several invocations still knows what its outputs cost (:func:`folder_seconds`)."""
+
+    def __init__(self, log: Path | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.log = log
+        self.started = datetime.now().isoformat()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -105,8 +116,22 @@ class _Timer:
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - t0
-            logger.info("== stage %s took %.1fs", name, time.time() - t0)
+            took = time.time() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + took
+            logger.info("== stage %s took %.1fs", name, took)
+            if self.log is not None:
+                with self.log.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps({"invocation": self.started, "stage": name, "seconds": round(took, 3)}) + "\n")
+
+
+def folder_seconds(work: Path) -> tuple[float, int]:
+    """Seconds of every stage ever run in ``work`` (all invocations; a stage killed mid-way is not counted)
+    and the number of invocations, from its ``timings.jsonl``; ``(0.0, 0)`` without one."""
+    path = work / TIMINGS_LOG
+    if not path.is_file():
+        return 0.0, 0
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return sum(float(x["seconds"]) for x in lines), len({x["invocation"] for x in lines})
 
 
 def resolve_profile(args: ReproArgs) -> Profile:
@@ -149,7 +174,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     work = Path(args.out or f"repro/{name}-{prof.name}")
     resumed = work.is_dir() and any(work.iterdir())  # then the wall time is not a fresh run's
     work.mkdir(parents=True, exist_ok=True)
-    timer, t_start = _Timer(), time.time()
+    timer, t_start = _Timer(work / TIMINGS_LOG), time.time()
     logger.info("reproduction on %s (%s profile) in %s", name, prof.name, work)
 
     with timer.stage("bm25 candidates"):
@@ -202,7 +227,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
             results_path=work / "results.json", seeds=args.seeds, gap_queries=prof.gap_queries,
             notes=(prof.notes,) if prof.notes else (),
             settings=_settings(ds, name, prof, args, samples, resumed, ensemble, agreement),
-            timings=dict(timer.seconds), started_at=t_start, header={"dataset": name, "profile": prof.name},
+            timings=_timings(timer, work, resumed), started_at=t_start, header={"dataset": name, "profile": prof.name},
             trained=_trained(work, args, students)),
             work / "report")
     logger.info("reproduction finished in %.1f min; report: %s", (time.time() - t_start) / 60,
@@ -210,6 +235,19 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     results = read_json(work / "results.json")
     _print_summary(results, work / "report" / "index.html")
     return results
+
+
+FOLDER_TOTAL = "work folder, all invocations"
+
+
+def _timings(timer: _Timer, work: Path, resumed: bool) -> dict[str, float]:
+    """This invocation's stage seconds and, for a resumed folder whose earlier invocations were logged, the
+    seconds of all of them (``FOLDER_TOTAL``): what ``--record`` reports as the run's minutes."""
+    timings = dict(timer.seconds)
+    seconds, invocations = folder_seconds(work)
+    if resumed and invocations > 1:
+        timings[FOLDER_TOTAL] = seconds
+    return timings
 
 
 def _print_summary(results: dict[str, Any], report: Path) -> None:
