@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -80,6 +81,26 @@ def test_a_resumed_run_records_the_minutes_of_every_invocation_or_none(tmp_path,
         entry = load_matrix(record_entry(resumed, tmp_path / "b.yaml"))["conditions"]["scifact-full"]
     assert "resumed_run_minutes" not in entry and "wall_minutes" not in entry
     assert "minutes are unknown" in caplog.text
+
+
+def test_the_timings_log_keeps_the_finished_stages_of_every_invocation(tmp_path):
+    from dualist.repro.plan import TIMINGS_LOG, _Timer, folder_seconds
+
+    assert folder_seconds(tmp_path) == (0.0, 0)
+    first = _Timer(tmp_path / TIMINGS_LOG)
+    with first.stage("teacher training"):
+        pass
+    with pytest.raises(RuntimeError), first.stage("teacher scoring"):
+        raise RuntimeError("a stage that fails produced nothing to time")
+    second = _Timer(tmp_path / TIMINGS_LOG)
+    second.started = first.started + "-again"  # two invocations within one clock tick stay apart
+    with second.stage("evaluation"):
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in (tmp_path / TIMINGS_LOG).read_text().splitlines()]
+    assert [x["stage"] for x in lines] == ["teacher training", "evaluation"]
+    assert "teacher scoring" in first.seconds  # the invocation's own table still shows it
+    seconds, invocations = folder_seconds(tmp_path)
+    assert invocations == 2 and seconds == pytest.approx(sum(x["seconds"] for x in lines)) and seconds >= 0.05
 
 
 def test_record_keeps_hybrid_and_hubness_and_checks_counts_as_shares(tmp_path):

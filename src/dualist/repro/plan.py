@@ -113,20 +113,23 @@ class _Timer:
     def stage(self, name: str) -> Iterator[None]:
         logger.info("== stage: %s", name)
         t0 = time.time()
+        finished = False
         try:
             yield
+            finished = True
         finally:
             took = time.time() - t0
             self.seconds[name] = self.seconds.get(name, 0.0) + took
             logger.info("== stage %s took %.1fs", name, took)
-            if self.log is not None:
+            if finished and self.log is not None:  # a stage that failed produced nothing to time
                 with self.log.open("a", encoding="utf-8") as f:
                     f.write(json.dumps({"invocation": self.started, "stage": name, "seconds": round(took, 3)}) + "\n")
 
 
 def folder_seconds(work: Path) -> tuple[float, int]:
-    """Seconds of every stage ever run in ``work`` (all invocations; a stage killed mid-way is not counted)
-    and the number of invocations, from its ``timings.jsonl``; ``(0.0, 0)`` without one."""
+    """Seconds of every stage ever finished in ``work`` (all invocations; a stage that failed or was killed
+    mid-way is not counted) and the number of invocations, from its ``timings.jsonl``; ``(0.0, 0)``
+    without one."""
     path = work / TIMINGS_LOG
     if not path.is_file():
         return 0.0, 0
