@@ -41,6 +41,7 @@ from dualist.data import Dataset
 from dualist.losses import LOSS_NAMES, requires_teacher
 from dualist.repro.profiles import Profile, get_profile
 from dualist.repro.samples import Samples
+from dualist.training.checkpoints import append_jsonl
 
 if TYPE_CHECKING:
     from dualist.models import DualEncoderConfig
@@ -98,6 +99,7 @@ class StudentRun:
 
 
 TIMINGS_LOG = "timings.jsonl"  # in the work folder: one line per finished stage of every invocation
+FOLDER_TOTAL = "work folder, all invocations"  # the timings key of that log's total, for --record
 
 
 class _Timer:
@@ -122,8 +124,7 @@ class _Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + took
             logger.info("== stage %s took %.1fs", name, took)
             if finished and self.log is not None:  # a stage that failed produced nothing to time
-                with self.log.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps({"invocation": self.started, "stage": name, "seconds": round(took, 3)}) + "\n")
+                append_jsonl(self.log, [{"invocation": self.started, "stage": name, "seconds": round(took, 3)}])
 
 
 def folder_seconds(work: Path) -> tuple[float, int]:
@@ -238,9 +239,6 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     results = read_json(work / "results.json")
     _print_summary(results, work / "report" / "index.html")
     return results
-
-
-FOLDER_TOTAL = "work folder, all invocations"
 
 
 def _timings(timer: _Timer, work: Path, resumed: bool) -> dict[str, float]:
