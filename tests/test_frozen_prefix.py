@@ -90,6 +90,39 @@ def test_cached_prefix_gives_the_uncached_embeddings(tiny_bert, shared):
     assert cache.misses == len(cache) and cache.hits == len(docs)
 
 
+@pytest.mark.parametrize("first", ["training path", "packed inference"])
+def test_the_padded_and_packed_paths_share_one_cache(tiny_bert, first):
+    """States computed by either path serve the other: both keep one text's unpadded tokens."""
+    de = _student(tiny_bert)
+    docs = _texts(9, seed=2)
+    plain = de.encode_docs(docs, batch_size=4)
+    cache = de.cache_prefix(1)
+
+    def padded() -> np.ndarray:
+        with torch.no_grad():
+            return de.eval().embed_docs(docs).numpy()
+
+    def packed() -> np.ndarray:
+        return de.encode_docs(docs, batch_size=4)
+
+    runs = (padded, packed) if first == "training path" else (packed, padded)
+    for run in runs:
+        np.testing.assert_allclose(run(), plain, atol=1e-5)
+    assert cache.misses == len(set(docs)) and cache.hits == len(docs)
+
+
+def test_without_packed_inference_the_cache_takes_the_padded_path(tiny_bert, monkeypatch):
+    de = _student(tiny_bert)
+    docs = _texts(5, seed=3)
+    plain = de.encode_docs(docs)
+    cache = de.cache_prefix(1)
+    de.packed_inference = False
+    called = []
+    monkeypatch.setattr(PrefixCache, "packed_last_hidden_state", lambda *a, **k: called.append(1))
+    np.testing.assert_allclose(de.encode_docs(docs), plain, atol=1e-5)
+    assert called == [] and cache.misses == len(set(docs))
+
+
 def test_a_full_cache_keeps_nothing_more_and_stays_exact(tiny_bert):
     de = _student(tiny_bert)
     docs = _texts(6)
@@ -173,6 +206,32 @@ def test_student_trained_with_frozen_layers_keeps_them_and_shares_a_cache(tiny_t
     trained.cache_prefix(1, cache)
     np.testing.assert_allclose(trained.encode_docs(docs), plain, atol=1e-5)
     assert cache.misses == len(set(docs)) and cache.hits == len(docs)
+
+
+def test_students_of_one_start_share_a_cache_and_train_as_with_their_own(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
+    start = _student(tiny_bert)
+    cfg = TrainConfig(max_steps=5, batch_size=8, num_negatives=3, lr=1e-2, device="cpu", freeze_layers=1)
+    shared = PrefixCache(1)
+    train_student(ds, "train", run, start.config, cfg, tmp_path / "a", loss="onehot", prefix_cache=shared)
+    seen, kept = shared.misses, len(shared)
+    assert kept > 0
+    # a second student of the same start meets the same batches: every text is already there
+    b = train_student(ds, "train", run, start.config, cfg, tmp_path / "b", loss="onehot", prefix_cache=shared)
+    assert shared.misses == seen and len(shared) == kept and shared.hits > 0
+    own = train_student(ds, "train", run, start.config, cfg, tmp_path / "c", loss="onehot")
+    shared_weights, own_weights = _state(DualEncoder.from_pretrained(b)), _state(DualEncoder.from_pretrained(own))
+    for name in own_weights:
+        torch.testing.assert_close(shared_weights[name], own_weights[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_cache_without_frozen_layers_is_refused(tiny_train, tiny_bert, tmp_path):
+    ds, run = tiny_train
+    cfg = TrainConfig(max_steps=1, batch_size=8, num_negatives=3, device="cpu")
+    with pytest.raises(ConfigError, match="freeze_layers is 0"):
+        train_student(ds, "train", run, _student(tiny_bert).config, cfg, tmp_path, loss="onehot",
+                      prefix_cache=PrefixCache(1))
+    assert not (tmp_path / "model").exists()
 
 
 def test_teacher_trained_with_frozen_layers_keeps_them(tiny_train, tiny_bert, tmp_path):

@@ -241,12 +241,27 @@ def test_dual_encoder_encodes_through_packed_path_with_the_same_embeddings(tiny_
     np.testing.assert_allclose(de.encode_queries(texts[:5]), ref_q, atol=1e-6)
 
 
-def test_dual_encoder_prefix_cache_keeps_its_own_path(tiny_bert, monkeypatch):
-    de = DualEncoder(model=str(tiny_bert))
+def test_dual_encoder_with_a_prefix_cache_packs_the_layers_above_it(tiny_bert, monkeypatch):
+    from dualist.models import packed as packed_module
+
+    de = DualEncoder(model=str(tiny_bert), doc_max_length=24)
+    texts = _texts(13, seed=2)
+    de.packed_inference = False
+    ref = de.encode_docs(texts, batch_size=4)
+    de.packed_inference = True
     de.cache_prefix(1)
     calls = _count_calls(monkeypatch, de_module)
-    de.encode_docs(_texts(3))
-    assert calls == []
+    blocks = []
+    real = packed_module.packed_layers
+    monkeypatch.setattr(packed_module, "packed_layers", lambda body, x, lengths, **kw: blocks.append(
+        (kw["layers"], int(sum(lengths)))) or real(body, x, lengths, **kw))
+    np.testing.assert_allclose(de.encode_docs(texts, batch_size=4), ref, atol=1e-5)
+    assert calls == []  # not the whole body: the frozen block once per text, the block above per batch
+    below, above = [n for s, n in blocks if s == slice(0, 1)], [n for s, n in blocks if s == slice(1, None)]
+    assert len(above) == 4 and len(below) == 4 and sum(below) == sum(above)  # 13 new texts in 4 batches
+    blocks.clear()
+    np.testing.assert_allclose(de.encode_docs(texts, batch_size=5), ref, atol=1e-5)
+    assert [s for s, _ in blocks] == [slice(1, None)] * 3  # every text cached: the upper block only
 
 
 def _scored_both_ways(ce, monkeypatch, q, d):

@@ -119,6 +119,24 @@ def test_changed_setting_recomputes_only_dependents(repro, caplog):
     assert (out / "models/student-m3se-s13/.done.json").stat().st_mtime > student_stamp
 
 
+def test_students_share_their_frozen_layers_and_evaluate_their_start_once(tiny_beir, tiny_bert, tmp_path, caplog):
+    import re
+
+    caplog.set_level("INFO")
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", TINY,
+                 "--out", str(tmp_path / "run"), "--losses", "onehot,kl,rankdistil"]) == 0
+    steps0 = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 0 eval")]
+    assert len(steps0) == 4 and steps0[1] == steps0[2] == steps0[3]  # the teacher's start, then the students'
+    # the students' common start was evaluated by the first student, and taken from the memo by the others
+    assert len([r for r in caplog.records if "dev evaluation of these weights done before" in r.getMessage()]) == 2
+    caches = [tuple(map(int, re.search(r"texts=(\d+).*hits=(\d+), misses=(\d+)", r.getMessage()).groups()))
+              for r in caplog.records if r.name == "dualist.training.student" and "PrefixCache" in r.getMessage()]
+    assert len(caches) == 3 and caches[0][0] > 0
+    # one cache for all: the same training texts add nothing below the cut, and its hits add up
+    assert [(texts, misses) for texts, _, misses in caches] == [(caches[0][0], caches[0][2])] * 3
+    assert caches[0][1] < caches[1][1] < caches[2][1], caches
+
+
 def test_bad_override_is_explained(tiny_beir, tmp_path, capsys):
     assert main(["repro", "--dataset", str(tiny_beir), "--override", "nonsense=1", "--out", str(tmp_path)]) == 2
     assert "teacher_steps" in capsys.readouterr().err

@@ -29,6 +29,38 @@ def test_dev_eval_fn_on_a_sample_of_queries_scores_those_queries_only(tiny_beir,
         dev_eval_fn(ds, "dev", run, query_ids=["no-such-query"])
 
 
+def test_dev_eval_fn_with_a_memo_evaluates_equal_weights_once(tiny_beir, tiny_bert, monkeypatch):
+    import torch
+
+    import dualist.evaluation
+
+    ds = load_beir(tiny_beir)
+    run = bm25_run(ds, "dev", k=10)
+    calls = []
+    real = dualist.evaluation.rerank
+    monkeypatch.setattr(dualist.evaluation, "rerank", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def model() -> DualEncoder:
+        return DualEncoder(model=str(tiny_bert), doc_max_length=48, query_max_length=16).eval()
+
+    memo: dict = {}
+    first = dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(model())
+    # another eval_fn of the same evaluation (another student), another model of the same weights
+    assert dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(model()) == first and len(calls) == 1
+    changed = model()
+    with torch.no_grad():
+        changed.query_model.encoder.layer[-1].output.dense.weight.mul_(1.5)
+    dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(changed)
+    assert len(calls) == 2  # other weights
+    dev_eval_fn(ds, "dev", run, depth=5, memo=memo)(model())
+    assert len(calls) == 3  # another evaluation of the same weights
+    other = DualEncoder(model=str(tiny_bert), doc_max_length=24, query_max_length=16).eval()
+    dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(other)
+    assert len(calls) == 4  # the same weights, other settings: documents cut at 24 tokens
+    without = dev_eval_fn(ds, "dev", run, depth=10)
+    assert without(model()) == first and without(model()) == first and len(calls) == 6  # no memo: every call
+
+
 def test_candidates_are_the_same_when_computed_and_when_resumed(tiny_beir, tmp_path):
     """A query BM25 finds nothing for must not be in the first run and missing from the resumed one."""
     from dualist.data import read_trec_run

@@ -156,8 +156,11 @@ class DualEncoder(torch.nn.Module):
         """The tower's last hidden state for a padded batch of ``texts`` (through the prefix cache if any)."""
         if self.prefix_cache is None:
             return model(**batch).last_hidden_state
-        tower = "shared" if self.config.shared else ("query" if model is self.query_model else "doc")
-        return self.prefix_cache.last_hidden_state(model, tower, max_length, texts, batch)
+        return self.prefix_cache.last_hidden_state(model, self._tower(model), max_length, texts, batch)
+
+    def _tower(self, model: torch.nn.Module) -> str:
+        """The prefix cache's name for ``model``'s tower."""
+        return "shared" if self.config.shared else ("query" if model is self.query_model else "doc")
 
     def embed_queries(self, texts: list[str]) -> torch.Tensor:
         """Query embeddings ``(n, d)`` with gradients, on :attr:`device` (the training path)."""
@@ -187,11 +190,14 @@ class DualEncoder(torch.nn.Module):
 
         pad = {"input_ids": self.tokenizer.pad_token_id or 0}
         with torch.inference_mode(), eval_mode(model):
-            packed = self.packed_inference and self.prefix_cache is None and packable(model)
+            packed = self.packed_inference and packable(model)
             for idx, batch in length_sorted_batches(len(texts), [len(t) for t in texts], tokenize, batch_size,
                                                     pad, device, desc=f"encode {what}",
                                                     show_progress=show_progress):
-                if packed:
+                if packed and self.prefix_cache is not None:
+                    hidden = self.prefix_cache.packed_last_hidden_state(model, self._tower(model), max_length,
+                                                                        [texts[i] for i in idx], batch)
+                elif packed:
                     hidden = packed_forward(model, batch["input_ids"], batch["attention_mask"])
                 else:
                     hidden = self._hidden(model, [texts[i] for i in idx], batch, max_length)

@@ -36,7 +36,7 @@ import torch
 from dualist.errors import ConfigError, DualistError
 from dualist.models.pooling import eval_mode
 
-__all__ = ["PrefixCache", "prefix_fingerprint"]
+__all__ = ["PrefixCache", "prefix_fingerprint", "weights_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,7 @@ class PrefixCache:
         """``backbone``'s last hidden state for the padded ``batch`` of ``texts``, from cached frozen states."""
         mask = batch["attention_mask"]
         lengths = mask.sum(1).tolist()
-        keys = [(tower, max_length, t) for t in texts]
-        missing = [i for i, k in enumerate(keys) if k not in self._states]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
+        keys, missing = self._lookup(tower, max_length, texts)
         fresh: dict[int, torch.Tensor] = {}
         if missing:
             rows = torch.tensor(missing, device=mask.device)
@@ -105,6 +102,39 @@ class PrefixCache:
         with _layers(backbone, slice(self.num_layers, None)), _given_embeddings(backbone, hidden):
             return backbone(**batch).last_hidden_state
 
+    def packed_last_hidden_state(self, backbone: torch.nn.Module, tower: str, max_length: int, texts: list[str],
+                                 batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`last_hidden_state` through :func:`~dualist.models.packed.packed_layers` (inference only, on a
+        body that :func:`~dualist.models.packed.packable` accepts): the missing texts' frozen blocks and then
+        every text's upper blocks run on real tokens only, the states kept in the same form (one text's
+        tokens, no padding) as the padded path keeps them, so the two paths share one cache."""
+        from dualist.models.packed import packed_embeddings, packed_layers, prefix_lengths, unpack
+
+        mask = batch["attention_mask"]
+        lengths = prefix_lengths(mask)
+        keys, missing = self._lookup(tower, max_length, texts)
+        fresh: dict[int, torch.Tensor] = {}
+        if missing:
+            rows = torch.tensor(missing, device=mask.device)
+            sub_lengths = [lengths[i] for i in missing]
+            x = packed_embeddings(backbone, batch["input_ids"][rows], mask[rows],
+                                  batch["token_type_ids"][rows] if "token_type_ids" in batch else None)
+            x = packed_layers(backbone, x, sub_lengths, layers=slice(0, self.num_layers))
+            for i, state in zip(missing, x.split(sub_lengths), strict=True):
+                fresh[i] = state
+                self._keep(keys[i], state)
+        states = torch.cat([fresh[i] if i in fresh else self._states[key] for i, key in enumerate(keys)])
+        states = packed_layers(backbone, states, lengths, layers=slice(self.num_layers, None))
+        return unpack(states, lengths, mask.shape[1])
+
+    def _lookup(self, tower: str, max_length: int, texts: list[str]) -> tuple[list[tuple[str, int, str]], list[int]]:
+        """The cache keys of ``texts`` and the positions of those not cached, counted as hits and misses."""
+        keys = [(tower, max_length, t) for t in texts]
+        missing = [i for i, k in enumerate(keys) if k not in self._states]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        return keys, missing
+
     def _keep(self, key: tuple[str, int, str], state: torch.Tensor) -> None:
         size = state.numel() * state.element_size()
         if self.nbytes + size > self.max_bytes:
@@ -121,8 +151,12 @@ def prefix_fingerprint(backbone: torch.nn.Module, num_layers: int) -> str:
     """A hash of the embeddings' and the first ``num_layers`` blocks' weights."""
     from dualist.models.backbone import transformer_layers
 
+    return weights_fingerprint(_embeddings(backbone), *transformer_layers(backbone)[:num_layers])
+
+
+def weights_fingerprint(*modules: torch.nn.Module) -> str:
+    """A hash of the parameters and buffers of ``modules``, names and bytes: equal for equal weights."""
     h = hashlib.sha1()
-    modules = [_embeddings(backbone), *transformer_layers(backbone)[:num_layers]]
     for module in modules:
         for name, tensor in sorted(module.state_dict().items()):
             h.update(name.encode())

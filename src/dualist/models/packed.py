@@ -39,7 +39,9 @@ quantizes each row block's activations with its own scale, not the whole batch's
 absolute positions, not a decoder, on CPU, in evaluation mode, with float32 or bf16 parameters and
 the standard layer modules. Anything else (ONNX bodies, other architectures, GPUs) keeps the
 Hugging Face forward. ``DualEncoder`` and ``CrossEncoder`` use it for inference (``encode_*``,
-``score``) unless their ``packed_inference`` attribute is set to False.
+``score``) unless their ``packed_inference`` attribute is set to False; a ``DualEncoder`` with a
+:class:`~dualist.models.frozen_prefix.PrefixCache` runs :func:`packed_layers` from the cached states
+of its frozen blocks.
 
 >>> import tempfile, pathlib
 >>> from dualist.testing import make_tiny_bert
@@ -65,7 +67,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-__all__ = ["packable", "packed_forward", "onednn_available", "onednn_products", "DEFAULT_ROWS"]
+__all__ = ["packable", "packed_forward", "packed_embeddings", "packed_layers", "prefix_lengths", "unpack",
+           "onednn_available", "onednn_products", "DEFAULT_ROWS"]
 
 DEFAULT_ROWS = 1024
 """Tokens per row block: a block's feed-forward activation is ``rows x intermediate_size`` floats
@@ -293,40 +296,80 @@ def packed_forward(body: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     with a build that has them) computes the Linear layers of plain float32 BERT layers with oneDNN's
     prepacked kernels (see the module docstring); False keeps the layers' own modules everywhere.
     """
-    rows = DEFAULT_ROWS if rows is None else rows
-    if rows < 1:
-        raise ValueError(f"rows must be >= 1, got {rows}")
+    lengths = prefix_lengths(attention_mask)
     batch, width = input_ids.shape
+    if batch == 0:
+        return torch.zeros((0, body.config.hidden_size) if cls_only else (0, width, body.config.hidden_size))
+    x = packed_embeddings(body, input_ids, attention_mask, token_type_ids)
+    x = packed_layers(body, x, lengths, cls_only=cls_only, rows=rows, onednn=onednn)
+    return x if cls_only else unpack(x, lengths, width)
+
+
+def prefix_lengths(attention_mask: torch.Tensor) -> list[int]:
+    """Each sequence's token count, checking that ``attention_mask (B, L)`` is right padding (ones, then
+    zeros) with at least one token per row."""
+    width = attention_mask.shape[1]
     mask = attention_mask.bool()
     lengths_t = mask.sum(1)
-    if not torch.equal(mask, torch.arange(width) < lengths_t[:, None]):
+    if not torch.equal(mask, torch.arange(width, device=mask.device) < lengths_t[:, None]):
         raise ValueError("packed_forward needs right padding: each attention-mask row must be ones then zeros")
     if bool((lengths_t == 0).any()):
         raise ValueError("packed_forward: a sequence has no tokens (attention-mask row of zeros)")
-    if batch == 0:
-        return torch.zeros((0, body.config.hidden_size) if cls_only else (0, width, body.config.hidden_size))
-    lengths = lengths_t.tolist()
-    flat = mask.flatten().nonzero().squeeze(1)  # packed token -> position in the padded batch
+    return lengths_t.tolist()
+
+
+def packed_embeddings(body: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The embedding layer's output for the real tokens of a right-padded batch, packed: ``(T, D)``."""
+    width = input_ids.shape[1]
+    flat = attention_mask.bool().flatten().nonzero().squeeze(1)  # packed token -> position in the padded batch
     ids = input_ids.flatten()[flat]
     positions = flat % width
     types = torch.zeros_like(ids) if token_type_ids is None else token_type_ids.flatten()[flat]
-    x = body.embeddings(input_ids=ids[None], token_type_ids=types[None], position_ids=positions[None])[0]
+    return body.embeddings(input_ids=ids[None], token_type_ids=types[None], position_ids=positions[None])[0]
 
-    layers = list(body.encoder.layer)
+
+def unpack(x: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:
+    """Packed token states ``(T, D)`` of sequences of ``lengths`` -> right-padded ``(B, width, D)``, zeros at padding."""
+    out = x.new_zeros((len(lengths) * width, x.shape[1]))
+    out[(torch.arange(width) < torch.tensor(lengths)[:, None]).flatten()] = x
+    return out.view(len(lengths), width, x.shape[1])
+
+
+def packed_layers(body: torch.nn.Module, x: torch.Tensor, lengths: list[int], *, layers: slice = slice(None),
+                  cls_only: bool = False, rows: int | None = None, onednn: bool | None = None) -> torch.Tensor:
+    """Run the blocks ``layers`` of ``body`` on packed token states ``x (T, D)`` of sequences of
+    ``lengths`` (``sum(lengths) == T``); returns their packed output ``(T, D)``, or with ``cls_only``
+    the first token of each sequence ``(B, D)``, the last block computed for that token only.
+
+    :func:`packed_forward` is the embeddings then every block; a caller that keeps the states after
+    the first blocks (:class:`~dualist.models.frozen_prefix.PrefixCache`) runs the rest from them.
+    ``x`` is updated in place.
+    """
+    rows = DEFAULT_ROWS if rows is None else rows
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    if sum(lengths) != len(x):
+        raise ValueError(f"packed_layers: {len(x)} token states for sequences of {sum(lengths)} tokens")
+    own = list(body.encoder.layer)[layers]  # the blocks this call runs
+    if not own:
+        if cls_only:
+            return x[torch.tensor([0] + lengths[:-1]).cumsum(0)]
+        return x
     if onednn is None:
         onednn = onednn_products()
     elif onednn and not onednn_available():
         raise ValueError("packed_forward(onednn=True): this torch build has no oneDNN linear "
                          "(torch.ops.mkldnn); pass onednn=None to use it only where it exists")
-    fast = [_onednn_layer(layer, rows) if onednn else None for layer in layers]
+    fast = [_onednn_layer(layer, rows) if onednn else None for layer in own]
 
     def tail(li: int, ctx_rows: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         w = fast[li]
-        return _tail(layers[li], ctx_rows, residual) if w is None else _onednn_tail(w, ctx_rows, residual)
+        return _tail(own[li], ctx_rows, residual) if w is None else _onednn_tail(w, ctx_rows, residual)
 
     def project(li: int, x_rows: torch.Tensor, qkv_rows: torch.Tensor) -> None:
         w = fast[li]
-        _project(layers[li], x_rows, qkv_rows) if w is None else _onednn_project(w, x_rows, qkv_rows)
+        _project(own[li], x_rows, qkv_rows) if w is None else _onednn_project(w, x_rows, qkv_rows)
 
     heads = body.config.num_attention_heads
     tokens, dim = x.shape
@@ -336,8 +379,8 @@ def packed_forward(body: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     blocks = [slice(r, min(r + rows, tokens)) for r in range(0, tokens, rows)]
     for b in blocks:
         project(0, x[b], qkv[:, b])
-    last = len(layers) - 1
-    for li in range(len(layers)):
+    last = len(own) - 1
+    for li in range(len(own)):
         if li == last and cls_only:
             firsts = torch.tensor([0] + lengths[:-1]).cumsum(0)
             q_cls = qkv[0][firsts]
@@ -347,6 +390,4 @@ def packed_forward(body: torch.nn.Module, input_ids: torch.Tensor, attention_mas
             x[b] = tail(li, ctx[b], x[b])
             if li < last:
                 project(li + 1, x[b], qkv[:, b])
-    out = x.new_zeros((batch * width, dim))
-    out[flat] = x
-    return out.view(batch, width, dim)
+    return x

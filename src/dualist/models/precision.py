@@ -237,8 +237,7 @@ def inference_path(model: Any) -> str:
             packed = model._packable()
         else:
             body = getattr(model, "doc_model", None)
-            packed = bool(getattr(model, "packed_inference", False)) and getattr(model, "prefix_cache", None) is None \
-                and body is not None and packable(body)
+            packed = bool(getattr(model, "packed_inference", False)) and body is not None and packable(body)
         if not packed:
             forward = "Hugging Face forward"
         elif dtype == "fp32" and onednn_products():
@@ -247,6 +246,9 @@ def inference_path(model: Any) -> str:
             forward = "packed forward with addmm products"
         else:
             forward = "packed forward"
+        cache = getattr(model, "prefix_cache", None)
+        if cache is not None:
+            forward += f", the first {cache.num_layers} layers' states cached per text"
     detail = {"int8": "8-bit activations (VNNI)" if features.vnni else "7-bit activations (no VNNI)",
               "bf16": "native bf16" if features.bf16 else "emulated bf16, slower than fp32"}.get(dtype)
     return f"{dtype}{' (' + detail + ')' if detail else ''}, {forward} (CPU {features.describe()})"

@@ -44,7 +44,7 @@ from dualist.repro.samples import Samples
 from dualist.training.checkpoints import append_jsonl
 
 if TYPE_CHECKING:
-    from dualist.models import DualEncoderConfig
+    from dualist.models import DualEncoderConfig, PrefixCache
     from dualist.stages import EvaluatedModel, StudentConfig, TeacherConfig
 
 __all__ = ["ReproArgs", "run_repro", "resolve_profile", "StudentRun"]
@@ -58,8 +58,8 @@ class ReproArgs:
                                   "downloaded into the cache when online)")
     data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT, if set)")
     profile: Literal["quick", "full"] = opt("quick", "budget: quick (every row and plot at smoke scale; "
-                                                     "on SciFact, 15 min on 2 AVX-512 CPU cores, 19 on 2 AVX2-only "
-                                                     "ones) or full (about 65 min on SciFact and 55 on NFCorpus on "
+                                                     "on SciFact, 15 min on 2 AVX-512 CPU cores, 19-23 on 2 "
+                                                     "AVX2-only ones) or full (about 65 min on SciFact and 55 on NFCorpus on "
                                                      "2 AVX-512 cores)")
     out: str = opt("", "work folder (default: repro/<dataset>-<profile>)")
     seeds: int = opt(1, "train every student with this many seeds; >1 reports mean ± std and a paired "
@@ -162,6 +162,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     from dualist.data import read_trec_run
     from dualist.diagnostics import pick_probe_query, select_probe_docs
     from dualist.errors import ConfigError
+    from dualist.models import PrefixCache
 
     unknown = sorted(set(args.losses) - set(LOSS_NAMES))
     if unknown:
@@ -215,6 +216,12 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         with timer.stage("bm25 weight"):
             ensemble = _bm25_weight(ds, prof, work, teacher, cands, samples)
     bm25_weight = float(ensemble["weight"]) if ensemble else 0.0
+    # Students trained with frozen bottom layers share them with each other and with their zero-shot
+    # start: a text goes through those layers once for every student's training, dev evaluations and
+    # test evaluation (a speed setting: results equal within float rounding). Their common start is
+    # evaluated on dev once (eval_memo), not once per student.
+    shared = PrefixCache(prof.student_freeze_layers) if prof.student_freeze_layers else None
+    eval_memo: dict[str, dict[str, float]] = {}
     students: dict[StudentRun, Path] = {}
     with timer.stage("student training"):
         for s in range(args.seeds):
@@ -222,9 +229,9 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
                 run = StudentRun(loss, s, args.seed + s)
                 students[run] = stages.student_stage(
                     ds, _student(prof, args, {**cands, "train": train_cands}, samples, run, scores, bm25_weight),
-                    work / "models" / run.folder, probes=[probe])
+                    work / "models" / run.folder, probes=[probe], prefix_cache=shared, eval_memo=eval_memo)
     with timer.stage("evaluation"):
-        evaluated = _evaluate(ds, prof, args, work, cands, teacher, students)
+        evaluated = _evaluate(ds, prof, args, work, cands, teacher, students, shared)
     with timer.stage("diagnostics and report"):
         stages.report_stage(ds, stages.ReportConfig(
             title=f"dualist reproduction: {name} ({prof.name} profile)", models=evaluated,
@@ -365,13 +372,8 @@ def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
 
 
 def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: dict[str, Path], teacher: Path,
-              students: dict[StudentRun, Path]) -> tuple[EvaluatedModel, ...]:
-    from dualist.models import PrefixCache
+              students: dict[StudentRun, Path], shared: PrefixCache | None) -> tuple[EvaluatedModel, ...]:
     from dualist.stages import EvaluatedModel, EvaluationConfig, evaluation_stage
-
-    # Students trained with frozen bottom layers share them with their zero-shot start: the corpus goes
-    # through those layers once for all of them (a speed setting: results equal within float rounding).
-    shared = PrefixCache(prof.student_freeze_layers) if prof.student_freeze_layers else None
 
     def evaluate(name: str, model: Path | DualEncoderConfig | None) -> Path:
         cfg = EvaluationConfig(name=name, model=model, test_candidates=cands["test"], dev_candidates=cands["dev"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ from dualist.stages import markers
 from dualist.stages.inputs import dataset_fingerprint
 
 if TYPE_CHECKING:
-    from dualist.models import CrossEncoder, CrossEncoderConfig, DualEncoder, DualEncoderConfig
+    from dualist.models import CrossEncoder, CrossEncoderConfig, DualEncoder, DualEncoderConfig, PrefixCache
     from dualist.training import TrainConfig
 
 __all__ = ["TeacherConfig", "ScoresConfig", "StudentConfig", "teacher_stage", "scores_stage", "student_stage",
@@ -142,8 +142,15 @@ def scores_stage(dataset: Dataset, config: ScoresConfig, out: str | Path) -> Pat
     return None if scores is None else Path(out)
 
 
-def student_stage(dataset: Dataset, config: StudentConfig, out: str | Path, *, probes: Sequence[Probe] = ()) -> Path:
-    """Train a student into ``out`` (skipped when up to date); returns its chosen model folder."""
+def student_stage(dataset: Dataset, config: StudentConfig, out: str | Path, *, probes: Sequence[Probe] = (),
+                  prefix_cache: PrefixCache | None = None,
+                  eval_memo: MutableMapping[str, dict[str, float]] | None = None) -> Path:
+    """Train a student into ``out`` (skipped when up to date); returns its chosen model folder.
+
+    Speed settings for several students of one start (the same results): ``prefix_cache`` shares the
+    frozen bottom layers' states between students of the same ``freeze_layers`` (see
+    :func:`dualist.training.train_student`), ``eval_memo`` their dev evaluations of equal weights (their
+    common start; see :func:`dev_eval_fn`)."""
     from dualist import training
     from dualist.data import read_trec_run
     from dualist.losses import requires_teacher
@@ -166,10 +173,11 @@ def student_stage(dataset: Dataset, config: StudentConfig, out: str | Path, *, p
     run = read_trec_run(config.candidates)
     if config.train_queries is not None:
         run = {q: run[q] for q in config.train_queries if q in run}
-    eval_fn = _eval_fn(dataset, config)
+    eval_fn = _eval_fn(dataset, config, eval_memo)
     path = _train(out, fp, config.resume, lambda resume: training.train_student(
         dataset, config.split, run, config.model, config.train, out, loss=config.loss,
-        loss_kwargs=dict(config.loss_kwargs), teacher_scores=scores, eval_fn=eval_fn, probes=probes, resume=resume))
+        loss_kwargs=dict(config.loss_kwargs), teacher_scores=scores, eval_fn=eval_fn, probes=probes, resume=resume,
+        prefix_cache=prefix_cache))
     markers.mark_done(out, fp, stage="student", loss=config.loss, seed=config.train.seed,
                       model_path=os.path.relpath(path, out))
     return Path(path)
@@ -223,8 +231,9 @@ def _foreign_runs(*paths: Path | None) -> list[dict[str, str]]:
     return parts
 
 
-def _eval_fn(dataset: Dataset,
-             config: TeacherConfig | StudentConfig) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]] | None:
+def _eval_fn(dataset: Dataset, config: TeacherConfig | StudentConfig,
+             memo: MutableMapping[str, dict[str, float]] | None = None,
+             ) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]] | None:
     from dualist.data import read_trec_run
     from dualist.errors import ConfigError
 
@@ -233,18 +242,24 @@ def _eval_fn(dataset: Dataset,
     if config.dev_candidates is None:
         raise ConfigError("a dev split for checkpoint selection needs its candidates (--dev-candidates)")
     return dev_eval_fn(dataset, config.dev_split, read_trec_run(config.dev_candidates), depth=config.dev_depth,
-                       batch_size=config.batch_size, query_ids=config.select_queries)
+                       batch_size=config.batch_size, query_ids=config.select_queries, memo=memo)
 
 
 # --------------------------------------------------------------------------- what the trainers call back
 def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 100,
                 metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"), batch_size: int = 64,
-                query_ids: Collection[str] | None = None) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]]:
+                query_ids: Collection[str] | None = None,
+                memo: MutableMapping[str, dict[str, float]] | None = None,
+                ) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]]:
     """An ``eval_fn(model) -> {metric: value}`` that re-ranks ``split``'s candidates (for best-checkpoint choice).
 
     ``query_ids`` restricts it to those queries of ``split`` (e.g. a fixed sample of a large dev set).
+    ``memo`` (a dict, shared by the eval_fns of several trainings) keeps each result under the hash of
+    the model's weights and of what is evaluated, so a model evaluated before is not evaluated again:
+    students that start from the same weights evaluate their common start once.
     """
     from dualist.evaluation import evaluate, rerank
+    from dualist.models.frozen_prefix import weights_fingerprint
 
     queries = dataset.queries_for(split)
     qrels = dataset.qrels_for(split)
@@ -258,7 +273,17 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
         queries = {q: queries[q] for q in sorted(query_ids)}
         qrels = {q: qrels[q] for q in queries}
 
+    what = fingerprint_obj([split, depth, list(metrics), dataset_fingerprint(dataset, split),
+                            {q: sorted(candidates.get(q, {}).items()) for q in queries}])
+
     def eval_fn(model: DualEncoder | CrossEncoder) -> dict[str, float]:
+        key = ""
+        if memo is not None:  # the same weights, settings (pooling, lengths) and evaluation
+            key = f"{what}:{type(model).__name__}:{fingerprint_obj(getattr(model, 'config', None))}:" \
+                  f"{weights_fingerprint(model)}"
+        if key in (memo or {}):
+            logger.info("dev evaluation of these weights done before: %s", memo[key])
+            return dict(memo[key])
         was_training = model.training
         model.eval()
         try:
@@ -266,7 +291,10 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
                          show_progress=False)
         finally:
             model.train(was_training)
-        return dict(evaluate(qrels, run, list(metrics)).mean)
+        result = dict(evaluate(qrels, run, list(metrics)).mean)
+        if memo is not None:
+            memo[key] = dict(result)
+        return result
 
     return eval_fn
 

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,9 @@ from dualist.training.loop import train_loop
 from dualist.training.runtime import seed_everything
 from dualist.training.scoring import MissingScoreError, TeacherScores
 from dualist.training.teacher import ranked_candidate_ids
+
+if TYPE_CHECKING:
+    from dualist.models import PrefixCache
 
 __all__ = ["train_student", "student_step", "embedding_loss", "fit_calibration", "teacher_with_bm25"]
 
@@ -74,7 +77,7 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
                   teacher_scores: TeacherScores | None = None,
                   eval_fn: Callable[[Any], dict[str, float]] | None = None,
                   probes: Sequence[Callable[[Any, int], dict[str, Any]]] = (),
-                  resume: bool = False) -> Path:
+                  resume: bool = False, prefix_cache: PrefixCache | None = None) -> Path:
     """Train a :class:`~dualist.models.DualEncoder` with ``loss`` on ``split``; return the model folder.
 
     Examples are as for the teacher (query, positive, ``num_negatives`` negatives from
@@ -88,6 +91,11 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     above the positive (:class:`~dualist.losses.label_floor.PositiveFloor`, in the teacher's units); with
     ``teacher_calibration="fit"`` the targets are then put on the starting student's scale
     (:func:`fit_calibration`), and the fitted map is recorded in ``dualist.json``.
+
+    With ``train_config.freeze_layers`` the frozen bottom layers' states are computed once per distinct
+    text (:class:`~dualist.models.PrefixCache`); pass ``prefix_cache`` to share them with other models
+    of the same start and ``freeze_layers`` (the other students of a comparison, their evaluation): a
+    speed setting, the same results up to float rounding.
 
     Raises:
         ConfigError: the loss needs teacher scores and none were given, or teacher calibration or a
@@ -118,10 +126,14 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     if teacher_scores is not None and train_config.teacher_bm25_weight:
         teacher_scores = teacher_with_bm25(dataset, teacher_scores, train_config.teacher_bm25_weight)
 
+    if prefix_cache is not None and not train_config.freeze_layers:
+        raise ConfigError("train_student was given a prefix_cache, but train.freeze_layers is 0: only frozen "
+                          "bottom layers can be cached; set freeze_layers or pass no cache")
+
     seed_everything(train_config.seed)  # initialisation of any fresh layers follows the seed
     model = DualEncoder(model_config)
     if train_config.freeze_layers:  # frozen bottom layers: computed once per distinct text, not per batch
-        model.cache_prefix(train_config.freeze_layers)
+        model.cache_prefix(train_config.freeze_layers, prefix_cache)
     source = ExampleSource(dataset, split, candidates_run, train_config, teacher_scores=teacher_scores)
     if teacher_scores is not None:
         _check_teacher_scores(source, teacher_scores, dataset, split, candidates_run)
@@ -161,7 +173,7 @@ def train_student(dataset: Any, split: str, candidates_run: Mapping[str, Mapping
     if world().is_main:  # rank 0 wrote the model folder
         _card(dataset, split, train_config, result, loss)
     if model.prefix_cache is not None:
-        logger.info("student (%s): %r", loss, model.prefix_cache)
+        logger.info("student (%s): %s", loss, repr(model.prefix_cache))  # its state now, not at output
     return result.model_dir
 
 
