@@ -127,8 +127,10 @@ def test_students_share_their_frozen_layers_and_evaluate_their_start_once(tiny_b
                  "--out", str(tmp_path / "run"), "--losses", "onehot,kl,rankdistil"]) == 0
     steps0 = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 0 eval")]
     assert len(steps0) == 4 and steps0[1] == steps0[2] == steps0[3]  # the teacher's start, then the students'
-    # the students' common start was evaluated by the first student, and taken from the memo by the others
-    assert len([r for r in caplog.records if "dev evaluation of these weights done before" in r.getMessage()]) == 2
+    # re-ranked once: the students' common start (2 more students, and the zero-shot DE's evaluation), and
+    # the dev candidates of each chosen checkpoint (the teacher's and 3 students' evaluations)
+    memo = [r for r in caplog.records if "by these weights done before" in r.getMessage()]
+    assert len(memo) == 3 + 4
     caches = [tuple(map(int, re.search(r"texts=(\d+).*hits=(\d+), misses=(\d+)", r.getMessage()).groups()))
               for r in caplog.records if r.name == "dualist.training.student" and "PrefixCache" in r.getMessage()]
     assert len(caches) == 3 and caches[0][0] > 0

@@ -29,36 +29,65 @@ def test_dev_eval_fn_on_a_sample_of_queries_scores_those_queries_only(tiny_beir,
         dev_eval_fn(ds, "dev", run, query_ids=["no-such-query"])
 
 
-def test_dev_eval_fn_with_a_memo_evaluates_equal_weights_once(tiny_beir, tiny_bert, monkeypatch):
+def test_dev_eval_fn_with_a_memo_reranks_equal_weights_once(tiny_beir, tiny_bert, monkeypatch):
     import torch
 
     import dualist.evaluation
+    import dualist.evaluation.modes
+    from dualist.evaluation.memo import RerankMemo
 
     ds = load_beir(tiny_beir)
     run = bm25_run(ds, "dev", k=10)
     calls = []
-    real = dualist.evaluation.rerank
-    monkeypatch.setattr(dualist.evaluation, "rerank", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = dualist.evaluation.modes.rerank
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(dualist.evaluation.modes, "rerank", counted)
+    monkeypatch.setattr(dualist.evaluation, "rerank", counted)
 
     def model() -> DualEncoder:
         return DualEncoder(model=str(tiny_bert), doc_max_length=48, query_max_length=16).eval()
 
-    memo: dict = {}
+    memo = RerankMemo()
     first = dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(model())
     # another eval_fn of the same evaluation (another student), another model of the same weights
     assert dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(model()) == first and len(calls) == 1
+    assert memo.hits == 1 and len(memo) == 1
     changed = model()
     with torch.no_grad():
         changed.query_model.encoder.layer[-1].output.dense.weight.mul_(1.5)
     dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(changed)
     assert len(calls) == 2  # other weights
     dev_eval_fn(ds, "dev", run, depth=5, memo=memo)(model())
-    assert len(calls) == 3  # another evaluation of the same weights
+    assert len(calls) == 3  # the same weights, other candidates: the top 5
+    picked = sorted(ds.queries_for("dev"))[:2]
+    dev_eval_fn(ds, "dev", run, depth=10, query_ids=picked, memo=memo)(model())
+    assert len(calls) == 4  # other queries
     other = DualEncoder(model=str(tiny_bert), doc_max_length=24, query_max_length=16).eval()
     dev_eval_fn(ds, "dev", run, depth=10, memo=memo)(other)
-    assert len(calls) == 4  # the same weights, other settings: documents cut at 24 tokens
+    assert len(calls) == 5  # the same weights, other settings: documents cut at 24 tokens
     without = dev_eval_fn(ds, "dev", run, depth=10)
-    assert without(model()) == first and without(model()) == first and len(calls) == 6  # no memo: every call
+    assert without(model()) == first and without(model()) == first and len(calls) == 7  # no memo: every call
+
+
+def test_a_saved_and_loaded_model_finds_its_run_in_the_memo(tiny_beir, tiny_bert, tmp_path):
+    from dualist.evaluation.memo import RerankMemo
+
+    ds = load_beir(tiny_beir)
+    run = bm25_run(ds, "dev", k=10)
+    de = DualEncoder(model=str(tiny_bert), doc_max_length=48, query_max_length=16).eval()
+    memo = RerankMemo()
+    made = memo.rerank(de, ds, ds.queries_for("dev"), run, depth=8)
+    de.save_pretrained(tmp_path / "saved")
+    loaded = DualEncoder.from_pretrained(tmp_path / "saved").eval()
+    assert loaded.config.model != de.config.model  # where it came from does not count, its weights do
+    assert memo.rerank(loaded, ds, ds.queries_for("dev"), run, depth=8) is made and memo.hits == 1
+    ds.corpus[next(iter(made[next(iter(made))]))]["text"] += " changed"
+    memo.rerank(loaded, ds, ds.queries_for("dev"), run, depth=8)
+    assert memo.hits == 1 and len(memo) == 2  # a candidate's text changed: re-ranked again
 
 
 def test_candidates_are_the_same_when_computed_and_when_resumed(tiny_beir, tmp_path):

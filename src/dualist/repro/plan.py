@@ -44,6 +44,7 @@ from dualist.repro.samples import Samples
 from dualist.training.checkpoints import append_jsonl
 
 if TYPE_CHECKING:
+    from dualist.evaluation.memo import RerankMemo
     from dualist.models import DualEncoderConfig, PrefixCache
     from dualist.stages import EvaluatedModel, StudentConfig, TeacherConfig
 
@@ -162,6 +163,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     from dualist.data import read_trec_run
     from dualist.diagnostics import pick_probe_query, select_probe_docs
     from dualist.errors import ConfigError
+    from dualist.evaluation.memo import RerankMemo
     from dualist.models import PrefixCache
 
     unknown = sorted(set(args.losses) - set(LOSS_NAMES))
@@ -192,9 +194,13 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     probe_qid = pick_probe_query(ds.qrels_for("train"), samples.train_run)
     probe = stages.training_probe(ds, probe_qid, *select_probe_docs(probe_qid, ds.qrels_for("train"), runs["train"]))
 
+    # Dev re-rankings of every training, kept by the weights that made them: the students' common start
+    # is re-ranked once, and each chosen checkpoint's evaluation takes the dev run its training made (a
+    # speed setting: the same runs).
+    memo = RerankMemo()
     with timer.stage("teacher training"):
         teacher = stages.teacher_stage(ds, _teacher(prof, args, cands, samples), work / "models" / "teacher",
-                                       probes=[probe])
+                                       probes=[probe], rerank_memo=memo)
     train_cands = cands["train"]
     if prof.mined_negatives:
         with timer.stage("mining"):
@@ -218,10 +224,8 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     bm25_weight = float(ensemble["weight"]) if ensemble else 0.0
     # Students trained with frozen bottom layers share them with each other and with their zero-shot
     # start: a text goes through those layers once for every student's training, dev evaluations and
-    # test evaluation (a speed setting: results equal within float rounding). Their common start is
-    # evaluated on dev once (eval_memo), not once per student.
+    # test evaluation (a speed setting: results equal within float rounding).
     shared = PrefixCache(prof.student_freeze_layers) if prof.student_freeze_layers else None
-    eval_memo: dict[str, dict[str, float]] = {}
     students: dict[StudentRun, Path] = {}
     with timer.stage("student training"):
         for s in range(args.seeds):
@@ -229,9 +233,9 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
                 run = StudentRun(loss, s, args.seed + s)
                 students[run] = stages.student_stage(
                     ds, _student(prof, args, {**cands, "train": train_cands}, samples, run, scores, bm25_weight),
-                    work / "models" / run.folder, probes=[probe], prefix_cache=shared, eval_memo=eval_memo)
+                    work / "models" / run.folder, probes=[probe], prefix_cache=shared, rerank_memo=memo)
     with timer.stage("evaluation"):
-        evaluated = _evaluate(ds, prof, args, work, cands, teacher, students, shared)
+        evaluated = _evaluate(ds, prof, args, work, cands, teacher, students, shared, memo)
     with timer.stage("diagnostics and report"):
         stages.report_stage(ds, stages.ReportConfig(
             title=f"dualist reproduction: {name} ({prof.name} profile)", models=evaluated,
@@ -372,7 +376,8 @@ def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
 
 
 def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: dict[str, Path], teacher: Path,
-              students: dict[StudentRun, Path], shared: PrefixCache | None) -> tuple[EvaluatedModel, ...]:
+              students: dict[StudentRun, Path], shared: PrefixCache | None,
+              memo: RerankMemo) -> tuple[EvaluatedModel, ...]:
     from dualist.stages import EvaluatedModel, EvaluationConfig, evaluation_stage
 
     def evaluate(name: str, model: Path | DualEncoderConfig | None) -> Path:
@@ -380,7 +385,7 @@ def _evaluate(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cands: di
                                train_candidates=cands["train"], rerank_depth=prof.rerank_depth,
                                dev_depth=prof.dev_depth, gap_queries=prof.gap_queries,
                                batch_size=prof.batch_size_infer, runs_dir=work / "runs")
-        return evaluation_stage(ds, cfg, work / "results" / f"{name}.json", prefix_cache=shared)
+        return evaluation_stage(ds, cfg, work / "results" / f"{name}.json", prefix_cache=shared, rerank_memo=memo)
 
     models = [EvaluatedModel("bm25", "bm25", (evaluate("bm25", None),)),
               EvaluatedModel("zeroshot", "dual_encoder", (evaluate("zeroshot", _student_model(prof, args.model)),)),

@@ -22,6 +22,7 @@ from dualist.stages.inputs import dataset_fingerprint, model_fingerprint, model_
 if TYPE_CHECKING:
     from dualist.evaluation import EvalResult
     from dualist.index import BaseIndex
+    from dualist.evaluation.memo import RerankMemo
     from dualist.models import CrossEncoder, DualEncoder, DualEncoderConfig, PrefixCache
 
 __all__ = ["EvaluationConfig", "evaluation_stage", "RERANK_METRICS", "RETRIEVAL_METRICS", "HYBRID", "run_rerank",
@@ -59,7 +60,7 @@ class EvaluationConfig:
 
 
 def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path, *,
-                     prefix_cache: PrefixCache | None = None) -> Path:
+                     prefix_cache: PrefixCache | None = None, rerank_memo: RerankMemo | None = None) -> Path:
     """Evaluate one model into the JSON file ``out`` (skipped when up to date); returns ``out``.
 
     ``out`` holds, per section (``rerank_test``, ``rerank_dev``, ``rerank_train``, ``retrieval_test``,
@@ -67,7 +68,9 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
     metrics, the hubness of the test retrieval run (``hubness_test``, see
     :mod:`dualist.evaluation.hubness`; none for a cross-encoder), and the test re-rank scores
     (``rerank_test_scores``) for the diagnostics. ``prefix_cache`` lets dual-encoders that froze the
-    same bottom layers share them (a speed setting: results equal within float rounding).
+    same bottom layers share them, and ``rerank_memo`` (:class:`~dualist.evaluation.memo.RerankMemo`)
+    gives the dev re-ranking a run made before by the same weights, e.g. in the training that chose
+    the checkpoint (speed settings: results equal within float rounding).
     """
     out = Path(out)
     fp = _fingerprint(dataset, config)
@@ -76,7 +79,7 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
     markers.clear_done(out)
     model = _load(config.model, prefix_cache)
     res = {"key": config.name, **(_evaluate_bm25(dataset, config) if model is None
-                                 else _evaluate_model(dataset, config, model))}
+                                 else _evaluate_model(dataset, config, model, rerank_memo))}
     write_json(out, res)
     markers.mark_done(out, fp)
     return out
@@ -132,7 +135,8 @@ def _evaluate_bm25(dataset: Dataset, config: EvaluationConfig) -> dict[str, Any]
     }
 
 
-def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncoder | CrossEncoder) -> dict[str, Any]:
+def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncoder | CrossEncoder,
+                    memo: RerankMemo | None = None) -> dict[str, Any]:
     from dualist.data import read_trec_run, write_trec_run
     from dualist.evaluation import encode_corpus, evaluate, rerank, retrieve
     from dualist.evaluation.hubness import hubness
@@ -149,8 +153,13 @@ def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncod
         write_trec_run(test_run, config.runs_dir / f"test.{config.name}.rerank.trec", tag=config.name)
     res["rerank_test"] = evaluate(dataset.qrels_for("test"), test_run, RERANK_METRICS).to_dict()
     res["rerank_test_scores"] = test_run
-    dev_run = rerank(model, dataset, dataset.queries_for("dev"), read_trec_run(config.dev_candidates),
-                     depth=config.dev_depth, batch_size=bs, doc_embeddings=doc_emb)
+    dev_queries, dev_cands = dataset.queries_for("dev"), read_trec_run(config.dev_candidates)
+    if memo is not None:
+        dev_run = memo.rerank(model, dataset, dev_queries, dev_cands, depth=config.dev_depth, batch_size=bs,
+                              doc_embeddings=doc_emb)
+    else:
+        dev_run = rerank(model, dataset, dev_queries, dev_cands, depth=config.dev_depth, batch_size=bs,
+                         doc_embeddings=doc_emb)
     res["rerank_dev"] = evaluate(dataset.qrels_for("dev"), dev_run, RERANK_METRICS).to_dict()
     gap_q = gap_queries(dataset, config.gap_queries)
     train_run = rerank(model, dataset, gap_q, read_trec_run(config.train_candidates), depth=config.rerank_depth,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from dualist.stages import markers
 from dualist.stages.inputs import dataset_fingerprint
 
 if TYPE_CHECKING:
+    from dualist.evaluation.memo import RerankMemo
     from dualist.models import CrossEncoder, CrossEncoderConfig, DualEncoder, DualEncoderConfig, PrefixCache
     from dualist.training import TrainConfig
 
@@ -90,8 +91,12 @@ class StudentConfig:
 
 
 # --------------------------------------------------------------------------- stages
-def teacher_stage(dataset: Dataset, config: TeacherConfig, out: str | Path, *, probes: Sequence[Probe] = ()) -> Path:
-    """Train the teacher into ``out`` (skipped when up to date); returns its chosen model folder."""
+def teacher_stage(dataset: Dataset, config: TeacherConfig, out: str | Path, *, probes: Sequence[Probe] = (),
+                  rerank_memo: RerankMemo | None = None) -> Path:
+    """Train the teacher into ``out`` (skipped when up to date); returns its chosen model folder.
+
+    ``rerank_memo`` keeps its dev re-rankings, so that the evaluation of the chosen checkpoint in the
+    same process takes its dev run from there (see :func:`dev_eval_fn`)."""
     from dualist import training
     from dualist.data import read_trec_run
 
@@ -104,7 +109,7 @@ def teacher_stage(dataset: Dataset, config: TeacherConfig, out: str | Path, *, p
     if done is not None:
         logger.info("teacher up to date: %s", out)
         return done
-    eval_fn = _eval_fn(dataset, config)
+    eval_fn = _eval_fn(dataset, config, rerank_memo)
     path = _train(out, fp, config.resume, lambda resume: training.train_teacher(
         dataset, config.split, read_trec_run(config.candidates), config.model, config.train, out, eval_fn=eval_fn,
         probes=probes, resume=resume))
@@ -143,13 +148,12 @@ def scores_stage(dataset: Dataset, config: ScoresConfig, out: str | Path) -> Pat
 
 
 def student_stage(dataset: Dataset, config: StudentConfig, out: str | Path, *, probes: Sequence[Probe] = (),
-                  prefix_cache: PrefixCache | None = None,
-                  eval_memo: MutableMapping[str, dict[str, float]] | None = None) -> Path:
+                  prefix_cache: PrefixCache | None = None, rerank_memo: RerankMemo | None = None) -> Path:
     """Train a student into ``out`` (skipped when up to date); returns its chosen model folder.
 
     Speed settings for several students of one start (the same results): ``prefix_cache`` shares the
     frozen bottom layers' states between students of the same ``freeze_layers`` (see
-    :func:`dualist.training.train_student`), ``eval_memo`` their dev evaluations of equal weights (their
+    :func:`dualist.training.train_student`), ``rerank_memo`` their dev re-rankings of equal weights (their
     common start; see :func:`dev_eval_fn`)."""
     from dualist import training
     from dualist.data import read_trec_run
@@ -173,7 +177,7 @@ def student_stage(dataset: Dataset, config: StudentConfig, out: str | Path, *, p
     run = read_trec_run(config.candidates)
     if config.train_queries is not None:
         run = {q: run[q] for q in config.train_queries if q in run}
-    eval_fn = _eval_fn(dataset, config, eval_memo)
+    eval_fn = _eval_fn(dataset, config, rerank_memo)
     path = _train(out, fp, config.resume, lambda resume: training.train_student(
         dataset, config.split, run, config.model, config.train, out, loss=config.loss,
         loss_kwargs=dict(config.loss_kwargs), teacher_scores=scores, eval_fn=eval_fn, probes=probes, resume=resume,
@@ -231,8 +235,7 @@ def _foreign_runs(*paths: Path | None) -> list[dict[str, str]]:
     return parts
 
 
-def _eval_fn(dataset: Dataset, config: TeacherConfig | StudentConfig,
-             memo: MutableMapping[str, dict[str, float]] | None = None,
+def _eval_fn(dataset: Dataset, config: TeacherConfig | StudentConfig, memo: RerankMemo | None = None,
              ) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]] | None:
     from dualist.data import read_trec_run
     from dualist.errors import ConfigError
@@ -249,17 +252,16 @@ def _eval_fn(dataset: Dataset, config: TeacherConfig | StudentConfig,
 def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 100,
                 metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"), batch_size: int = 64,
                 query_ids: Collection[str] | None = None,
-                memo: MutableMapping[str, dict[str, float]] | None = None,
-                ) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]]:
+                memo: RerankMemo | None = None) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]]:
     """An ``eval_fn(model) -> {metric: value}`` that re-ranks ``split``'s candidates (for best-checkpoint choice).
 
     ``query_ids`` restricts it to those queries of ``split`` (e.g. a fixed sample of a large dev set).
-    ``memo`` (a dict, shared by the eval_fns of several trainings) keeps each result under the hash of
-    the model's weights and of what is evaluated, so a model evaluated before is not evaluated again:
-    students that start from the same weights evaluate their common start once.
+    ``memo`` (a :class:`~dualist.evaluation.memo.RerankMemo`, shared by several trainings and their
+    evaluation) keeps each re-ranking under the hash of the model's weights and of what it re-ranked:
+    students that start from the same weights re-rank their common start once, and the evaluation
+    of a chosen checkpoint finds the dev run its training made.
     """
     from dualist.evaluation import evaluate, rerank
-    from dualist.models.frozen_prefix import weights_fingerprint
 
     queries = dataset.queries_for(split)
     qrels = dataset.qrels_for(split)
@@ -273,28 +275,18 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
         queries = {q: queries[q] for q in sorted(query_ids)}
         qrels = {q: qrels[q] for q in queries}
 
-    what = fingerprint_obj([split, depth, list(metrics), dataset_fingerprint(dataset, split),
-                            {q: sorted(candidates.get(q, {}).items()) for q in queries}])
-
     def eval_fn(model: DualEncoder | CrossEncoder) -> dict[str, float]:
-        key = ""
-        if memo is not None:  # the same weights, settings (pooling, lengths) and evaluation
-            key = f"{what}:{type(model).__name__}:{fingerprint_obj(getattr(model, 'config', None))}:" \
-                  f"{weights_fingerprint(model)}"
-        if key in (memo or {}):
-            logger.info("dev evaluation of these weights done before: %s", memo[key])
-            return dict(memo[key])
         was_training = model.training
         model.eval()
         try:
-            run = rerank(model, dataset, queries, candidates, depth=depth, batch_size=batch_size,
-                         show_progress=False)
+            if memo is not None:
+                run = memo.rerank(model, dataset, queries, candidates, depth=depth, batch_size=batch_size)
+            else:
+                run = rerank(model, dataset, queries, candidates, depth=depth, batch_size=batch_size,
+                             show_progress=False)
         finally:
             model.train(was_training)
-        result = dict(evaluate(qrels, run, list(metrics)).mean)
-        if memo is not None:
-            memo[key] = dict(result)
-        return result
+        return dict(evaluate(qrels, run, list(metrics)).mean)
 
     return eval_fn
 
