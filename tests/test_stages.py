@@ -157,3 +157,32 @@ def test_train_qrels_replace_the_training_judgements_and_are_found_where_a_datas
     bad.write_text("nosuchquery\td000\t1\n")
     with pytest.raises(DataError, match="not in the dataset"):
         load_dataset(data, train_qrels=bad)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "onnx-fp32", "onnx-int8"])
+def test_the_memo_tells_reduced_precision_copies_of_other_weights_apart(tiny_beir, tiny_bert, dtype):
+    """An int8 copy keeps its weights in packed parameters and an ONNX copy in an ONNX Runtime session:
+    the memo must neither fail on them nor give one copy the run of another's weights."""
+    import torch
+
+    from dualist.evaluation.memo import RerankMemo
+    from dualist.models.frozen_prefix import weights_fingerprint
+
+    if dtype.startswith("onnx"):
+        pytest.importorskip("onnxruntime")
+    ds = load_beir(tiny_beir)
+    run = bm25_run(ds, "dev", k=10)
+    de = DualEncoder(model=str(tiny_bert), doc_max_length=48, query_max_length=16).eval()
+    other = DualEncoder(model=str(tiny_bert), doc_max_length=48, query_max_length=16).eval()
+    with torch.no_grad():
+        other.query_model.encoder.layer[-1].output.dense.weight.mul_(1.5)
+    copy, again, changed = de.quantized(dtype), de.quantized(dtype), other.quantized(dtype)
+    assert weights_fingerprint(copy) == weights_fingerprint(again)
+    assert weights_fingerprint(copy) != weights_fingerprint(changed)
+    memo = RerankMemo()
+    made = memo.rerank(copy, ds, ds.queries_for("dev"), run, depth=8)
+    assert memo.rerank(again, ds, ds.queries_for("dev"), run, depth=8) is made and memo.hits == 1
+    theirs = memo.rerank(changed, ds, ds.queries_for("dev"), run, depth=8)
+    assert theirs is not made and memo.hits == 1 and len(memo) == 2
+    memo.rerank(de, ds, ds.queries_for("dev"), run, depth=8)
+    assert memo.hits == 1 and len(memo) == 3  # the fp32 model is another key than its copy

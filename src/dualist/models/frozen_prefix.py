@@ -30,6 +30,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -155,13 +156,43 @@ def prefix_fingerprint(backbone: torch.nn.Module, num_layers: int) -> str:
 
 
 def weights_fingerprint(*modules: torch.nn.Module) -> str:
-    """A hash of the parameters and buffers of ``modules``, names and bytes: equal for equal weights."""
+    """A hash of the parameters and buffers of ``modules``, names and bytes: equal for equal weights.
+
+    It covers the reduced-precision copies too: int8 layers' packed weights (quantized values, scales
+    and zero points) and, for weights that live outside torch (an ONNX Runtime session), the
+    ``source_fingerprint`` their module records of the weights it was made from."""
     h = hashlib.sha1()
     for module in modules:
-        for name, tensor in sorted(module.state_dict().items()):
+        for name, value in sorted(module.state_dict().items()):
             h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            _hash_value(h, value)
+        for name, sub in module.named_modules():
+            source = getattr(sub, "source_fingerprint", None)
+            if source is not None:
+                h.update(f"{name}:{source}".encode())
     return h.hexdigest()[:16]
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    """Feed one ``state_dict`` entry to ``h``: a tensor's bytes (a quantized one's integers and
+    quantization parameters), a tuple's items in order, anything else (a dtype) by its repr."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.is_quantized:
+            _hash_value(h, str(t.qscheme()))
+            if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                _hash_value(h, (t.q_per_channel_scales(), t.q_per_channel_zero_points(), t.q_per_channel_axis()))
+            else:
+                _hash_value(h, (t.q_scale(), t.q_zero_point()))
+            t = t.int_repr()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, (tuple, list)):
+        h.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _hash_value(h, item)
+    else:
+        h.update(repr(value).encode())
 
 
 # --------------------------------------------------------------------------- running part of a backbone

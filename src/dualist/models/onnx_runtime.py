@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from dualist.errors import DualistError
+from dualist.models.frozen_prefix import weights_fingerprint
 
 __all__ = ["OnnxBody", "onnx_available"]
 
@@ -78,7 +79,9 @@ class OnnxBody(torch.nn.Module):
     and, when exported with them, ``token_type_ids`` (CPU tensors) returns an object whose
     ``output`` field is a float32 CPU tensor, as the torch model's is (``output="logits"`` for a
     whole sequence-classification model). ``config`` is the model's config. It holds no weights of
-    its own for torch: a zero-size parameter keeps ``next(model.parameters()).device`` meaningful.
+    its own for torch: a zero-size parameter keeps ``next(model.parameters()).device`` meaningful,
+    and ``source_fingerprint`` (the hash of ``body``'s weights and of how it was exported) stands
+    for its weights in :func:`~dualist.models.frozen_prefix.weights_fingerprint`.
     """
 
     def __init__(self, body: torch.nn.Module, *, int8: bool = False, token_type_ids: bool = False,
@@ -94,6 +97,7 @@ class OnnxBody(torch.nn.Module):
         self.input_names: tuple[str, ...] = ("input_ids", "attention_mask") + (
             ("token_type_ids",) if token_type_ids else ())
         self._anchor = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+        self.source_fingerprint = f"{weights_fingerprint(body)}:int8={int8}:{output}:{self.input_names}"
         self.fused: dict[str, int] = {}
         self.session = self._build(body, threads or torch.get_num_threads())
 
