@@ -111,6 +111,22 @@ def test_the_padded_and_packed_paths_share_one_cache(tiny_bert, first):
     assert cache.misses == len(set(docs)) and cache.hits == len(docs)
 
 
+@pytest.mark.parametrize("path", ["training path", "packed inference"])
+def test_a_text_repeated_in_one_batch_goes_through_the_frozen_layers_once(tiny_bert, path):
+    de = _student(tiny_bert)
+    a, b = _texts(2, seed=4)
+    docs = [a, b, a, a, b]
+    plain = de.encode_docs(docs, batch_size=8)
+    cache = de.cache_prefix(1)
+    if path == "training path":
+        with torch.no_grad():
+            got = de.eval().embed_docs(docs).numpy()
+    else:
+        got = de.encode_docs(docs, batch_size=8)
+    np.testing.assert_allclose(got, plain, atol=1e-5)
+    assert cache.misses == 2 and cache.hits == 3 and len(cache) == 2
+
+
 def test_without_packed_inference_the_cache_takes_the_padded_path(tiny_bert, monkeypatch):
     de = _student(tiny_bert)
     docs = _texts(5, seed=3)

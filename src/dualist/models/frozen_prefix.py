@@ -86,16 +86,16 @@ class PrefixCache:
         mask = batch["attention_mask"]
         lengths = mask.sum(1).tolist()
         keys, missing = self._lookup(tower, max_length, texts)
-        fresh: dict[int, torch.Tensor] = {}
+        fresh: dict[tuple[str, int, str], torch.Tensor] = {}
         if missing:
             rows = torch.tensor(missing, device=mask.device)
             sub = {name: value[rows] for name, value in batch.items()}
             with torch.no_grad(), _layers(backbone, slice(0, self.num_layers)), eval_mode(backbone):
                 states = backbone(**sub).last_hidden_state
             for j, i in enumerate(missing):
-                fresh[i] = states[j, : lengths[i]].detach()
-                self._keep(keys[i], fresh[i])
-        states = [fresh[i] if i in fresh else self._states[key] for i, key in enumerate(keys)]
+                fresh[keys[i]] = states[j, : lengths[i]].detach()
+                self._keep(keys[i], fresh[keys[i]])
+        states = [fresh[key] if key in fresh else self._states[key] for key in keys]
         hidden = torch.zeros((len(texts), mask.shape[1], states[0].shape[-1]), dtype=states[0].dtype,
                              device=mask.device)
         for i, state in enumerate(states):
@@ -114,7 +114,7 @@ class PrefixCache:
         mask = batch["attention_mask"]
         lengths = prefix_lengths(mask)
         keys, missing = self._lookup(tower, max_length, texts)
-        fresh: dict[int, torch.Tensor] = {}
+        fresh: dict[tuple[str, int, str], torch.Tensor] = {}
         if missing:
             rows = torch.tensor(missing, device=mask.device)
             sub_lengths = [lengths[i] for i in missing]
@@ -122,16 +122,18 @@ class PrefixCache:
                                   batch["token_type_ids"][rows] if "token_type_ids" in batch else None)
             x = packed_layers(backbone, x, sub_lengths, layers=slice(0, self.num_layers))
             for i, state in zip(missing, x.split(sub_lengths), strict=True):
-                fresh[i] = state
+                fresh[keys[i]] = state
                 self._keep(keys[i], state)
-        states = torch.cat([fresh[i] if i in fresh else self._states[key] for i, key in enumerate(keys)])
+        states = torch.cat([fresh[key] if key in fresh else self._states[key] for key in keys])
         states = packed_layers(backbone, states, lengths, layers=slice(self.num_layers, None))
         return unpack(states, lengths, mask.shape[1])
 
     def _lookup(self, tower: str, max_length: int, texts: list[str]) -> tuple[list[tuple[str, int, str]], list[int]]:
-        """The cache keys of ``texts`` and the positions of those not cached, counted as hits and misses."""
+        """The cache keys of ``texts`` and the positions of those to compute (the first of each text not
+        cached), counted as misses; every other position is a hit, a repeat within ``texts`` included."""
         keys = [(tower, max_length, t) for t in texts]
-        missing = [i for i, k in enumerate(keys) if k not in self._states]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each key's first position
+        missing = [i for i, k in enumerate(keys) if k not in self._states and first[k] == i]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         return keys, missing
