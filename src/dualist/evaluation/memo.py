@@ -7,7 +7,9 @@ those very weights. :class:`RerankMemo` keeps each run under a hash of everythin
 the model's class, settings and weights (:func:`~dualist.models.frozen_prefix.weights_fingerprint`),
 the queries' texts, each query's top-``depth`` candidates and their documents' texts. A model saved
 and loaded again has the same weights, so it finds the run made before it was saved; any change
-of weights, settings, queries, candidates or depth is another key.
+of weights, settings, queries, candidates or depth is another key. A reduced-precision copy
+(``quantized(...)``: int8, bf16, ONNX Runtime) is keyed by its precision as well as its weights,
+so it never takes the run of the model it was made from, nor that of another model's copy.
 
 It is a speed setting of one process (``dualist repro`` shares one between its trainings and
 its evaluation): a run taken from it equals the one that would be computed, up to the float
