@@ -30,7 +30,8 @@ def test_packaged_matrix_is_valid_and_renders():
     assert matrix["conditions"]
     table = print_table(MATRIX_PATH)
     for cid, cond in matrix["conditions"].items():
-        assert cid == condition_id(cond["dataset"], cond["profile"], cond.get("override", ()))
+        assert cid == condition_id(cond["dataset"], cond["profile"], cond.get("override", ()),
+                                   seed=cond.get("seed", 13), seeds=cond.get("seeds", 1), losses=cond.get("losses"))
         assert cond["command"] == condition_command(cond)  # the command that reproduces it, kept in step
         # a reader tells a condition that switched part of the recipe off from a run of the defaults
         assert (f"`--override {','.join(cond['override'])}`" if cond.get("override") else "the defaults") in table
@@ -62,6 +63,52 @@ def test_record_keeps_a_condition_per_override_list_and_names_the_dataset_not_it
     record_entry(again, path)
     conditions = load_matrix(path)["conditions"]
     assert len(conditions) == 2 and conditions["nfcorpus-full"]["expected"]["bm25"]["rerank.ndcg@10"] == 0.35
+
+
+def test_record_keeps_runs_of_another_base_seed_seed_count_or_loss_list_apart(tmp_path):
+    """A run with another base seed, more student seeds or fewer losses is a condition of its own:
+    recording it must not replace the defaults' figures, and its command must rerun it as it ran
+    (``--check`` compares a seed-14 run's figures with a seed-14 rerun, not with seed 13)."""
+    from dualist.repro.matrix import condition_command, record_entry
+
+    path = tmp_path / "m.yaml"
+    record_entry(_results("scifact", []), path)
+    other = _results("scifact", [])
+    other["settings"].update(seeds=3, base_seed=14, losses=["onehot", "kl", "m3se"])
+    other["rows"][0]["re-rank nDCG@10"] = 0.40
+    record_entry(other, path)
+    conditions = load_matrix(path)["conditions"]
+    assert list(conditions) == ["scifact-full", "scifact-full@seed=14,seeds=3,losses=onehot+kl+m3se"]
+    default, seeded = conditions.values()
+    assert default["expected"]["bm25"]["rerank.ndcg@10"] == 0.33 and "seed" not in default
+    assert seeded["seed"] == 14 and seeded["seeds"] == 3 and seeded["losses"] == ["onehot", "kl", "m3se"]
+    assert seeded["command"] == condition_command(seeded) == (
+        "dualist repro --dataset scifact --profile full --seed 14 --seeds 3 --losses onehot,kl,m3se")
+    # the base seed alone also tells two runs apart, and overrides come first in the id
+    alone = _results("scifact", ["in_batch=false"])
+    alone["settings"]["base_seed"] = 15
+    record_entry(alone, path)
+    assert "scifact-full+in_batch=false@seed=15" in load_matrix(path)["conditions"]
+    table = print_table(path)
+    assert "1 seed(s), the defaults" in table and "3 seed(s) from base seed 14" in table
+
+
+def test_check_reruns_a_condition_with_its_own_base_seed(tmp_path, monkeypatch):
+    import dualist.repro.matrix as matrix_mod
+    from dualist.repro.plan import ReproArgs
+
+    path = tmp_path / "m.yaml"
+    rows = [{"id": "bm25", "model": "BM25", "re-rank nDCG@10": 0.33}]
+    path.write_text(yaml.safe_dump({"conditions": {
+        "scifact-full": {"dataset": "scifact", "profile": "full", "command": "-",
+                         "expected": {"bm25": {"rerank.ndcg@10": 0.33}}},
+        "scifact-full@seed=14": {"dataset": "scifact", "profile": "full", "seed": 14, "command": "-",
+                                 "expected": {"bm25": {"rerank.ndcg@10": 0.33}}}}}))
+    seen = []
+    monkeypatch.setattr(matrix_mod, "run_repro", lambda a: seen.append(a.seed) or {"rows": rows})
+    # a --seed given with --check does not move the recorded conditions off their seeds
+    matrix_mod.check_matrix(ReproArgs(check=True, matrix=str(path), seed=99))
+    assert seen == [13, 14]
 
 
 def test_a_resumed_run_records_the_minutes_of_every_invocation_or_none(tmp_path, caplog):

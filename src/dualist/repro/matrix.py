@@ -2,7 +2,8 @@
 
 ``matrix.yaml`` (packaged beside this module) is data, like Pyserini's reproduction matrices. It is
 keyed by ids, never by display labels: a condition id (``<dataset>-<profile>``, with ``+`` and the
-``--override`` list appended for a condition that has one), then under
+``--override`` list appended for a condition that has one, and ``@`` with the base seed, seed count
+and losses where they are not the defaults: :func:`condition_id`), then under
 ``expected`` a model id (``bm25``, ``zeroshot``, ``teacher`` or a loss name) and a figure id
 (``rerank.ndcg@10``...; :mod:`dualist.report.labels` derives the labels). ``dualist repro --check``
 reruns every condition (finished stages are reused) and prints OK / FAIL per figure; ``dualist repro
@@ -28,6 +29,7 @@ __all__ = ["load_matrix", "check_matrix", "print_table", "compare_rows", "record
            "condition_command", "MATRIX_PATH"]
 
 logger = logging.getLogger(__name__)
+DEFAULT_SEED: int = next(f.default for f in dataclasses.fields(ReproArgs) if f.name == "seed")
 MATRIX_PATH = Path(__file__).with_name("matrix.yaml")
 HEADER = ("# Reproduction matrix: figures obtained by `dualist repro` (written by --record), keyed by\n"
           "# condition id, model id (bm25, zeroshot, teacher, or a loss name) and figure id.\n"
@@ -55,16 +57,31 @@ def load_matrix(path: str | Path | None = None) -> dict[str, Any]:
     return data
 
 
-def condition_id(dataset: str, profile: str, override: list[str] | tuple[str, ...] = ()) -> str:
-    """``<dataset>-<profile>``, then ``+`` and the overrides where a condition has any, so a run of the
-    defaults and one that switches part of the recipe off are two conditions, not one replacing the other."""
-    base = f"{Path(dataset).name}-{profile}"
-    return f"{base}+{','.join(override)}" if override else base
+def condition_id(dataset: str, profile: str, override: list[str] | tuple[str, ...] = (), *,
+                 seed: int = DEFAULT_SEED, seeds: int = 1, losses: list[str] | tuple[str, ...] | None = None) -> str:
+    """``<dataset>-<profile>``, then ``+`` and the overrides where a condition has any, then ``@`` and the
+    run's base seed, student seed count and loss list where they differ from the defaults
+    (``scifact-full@seed=14,seeds=3,losses=onehot+kl+m3se``), so a run of the defaults and one that
+    switches part of the recipe off, starts from another seed or trains fewer students are separate
+    conditions, not one replacing the other."""
+    cid = f"{Path(dataset).name}-{profile}"
+    if override:
+        cid += f"+{','.join(override)}"
+    run = []
+    if int(seed) != DEFAULT_SEED:
+        run.append(f"seed={int(seed)}")
+    if int(seeds) != 1:
+        run.append(f"seeds={int(seeds)}")
+    if losses and list(losses) != list(LOSS_NAMES):
+        run.append(f"losses={'+'.join(losses)}")
+    return f"{cid}@{','.join(run)}" if run else cid
 
 
 def condition_command(cond: dict[str, Any]) -> str:
     """The command line that reproduces a condition (the dataset found under ``--data-root``)."""
     parts = ["dualist repro", "--dataset", str(cond["dataset"]), "--profile", str(cond["profile"])]
+    if int(cond.get("seed", DEFAULT_SEED)) != DEFAULT_SEED:
+        parts += ["--seed", str(cond["seed"])]
     if int(cond.get("seeds", 1)) != 1:
         parts += ["--seeds", str(cond["seeds"])]
     if cond.get("losses") and list(cond["losses"]) != list(LOSS_NAMES):
@@ -101,8 +118,9 @@ def check_matrix(args: ReproArgs) -> dict[str, Any]:
     failures = 0
     report = []
     for cid, cond in matrix["conditions"].items():
+        # a condition reruns with the base seed it was recorded with (the default where it names none)
         sub = dataclasses.replace(args, check=False, table=False, dataset=cond["dataset"], profile=cond["profile"],
-                                  seeds=int(cond.get("seeds", 1)), override=list(cond.get("override", args.override)),
+                                  seed=int(cond.get("seed", DEFAULT_SEED)), seeds=int(cond.get("seeds", 1)), override=list(cond.get("override", args.override)),
                                   model=cond.get("model", args.model), losses=list(cond.get("losses", args.losses)),
                                   out=args.out and str(Path(args.out) / cid))
         res = run_repro(sub)
@@ -133,6 +151,7 @@ def print_table(path: str | Path | None = None) -> str:
         rows = [{"model": model_label(m), **{figure_label(f): v for f, v in figures.items()}}
                 for m, figures in cond["expected"].items()]
         head = f"**{cond['dataset']}**, `{cond['profile']}` profile, {cond.get('seeds', 1)} seed(s)"
+        head += f" from base seed {cond['seed']}" if "seed" in cond else ""
         head += f", `--override {','.join(cond['override'])}`" if cond.get("override") else ", the defaults"
         if cond.get("note"):
             head += f" — {cond['note']}"
@@ -148,8 +167,9 @@ def _figure(value: Any, figure_id: str) -> int | float:
 
 def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dataset: str | None = None,
                  note: str = "") -> Path:
-    """Write a finished run's figures into the matrix, replacing the condition of the same dataset, profile
-    and overrides (:func:`condition_id`); a path as ``dataset`` is recorded by its folder name.
+    """Write a finished run's figures into the matrix, replacing the condition of the same dataset, profile,
+    overrides, base seed, seed count and losses (:func:`condition_id`); a path as ``dataset`` is recorded
+    by its folder name.
 
     Used by ``dualist repro --record``: the matrix only ever holds figures a run produced.
     """
@@ -161,7 +181,10 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     settings = results["settings"]
     expected = {r["id"]: {f: _figure(r[figure_label(f)], f) for f in TABLE_METRICS
                           if r.get(figure_label(f)) is not None} for r in results["rows"]}
-    cond: dict[str, Any] = {"dataset": dataset, "profile": results["profile"], "seeds": settings["seeds"]}
+    cond: dict[str, Any] = {"dataset": dataset, "profile": results["profile"]}
+    if int(settings.get("base_seed", DEFAULT_SEED)) != DEFAULT_SEED:
+        cond["seed"] = int(settings["base_seed"])
+    cond["seeds"] = settings["seeds"]
     if list(settings.get("losses", LOSS_NAMES)) != list(LOSS_NAMES):
         cond["losses"] = list(settings["losses"])
     if settings.get("override"):  # --check reruns the condition with the same overrides
@@ -181,7 +204,8 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     if note:
         cond["note"] = note
     conditions = dict(data["conditions"])
-    conditions[condition_id(dataset, results["profile"], cond.get("override", ()))] = cond
+    conditions[condition_id(dataset, results["profile"], cond.get("override", ()), seed=cond.get("seed", DEFAULT_SEED),
+                            seeds=cond["seeds"], losses=cond.get("losses"))] = cond
     data["conditions"] = dict(sorted(conditions.items()))
     path.write_text(HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100),
                     encoding="utf-8")

@@ -76,7 +76,8 @@ class ReproArgs:
     matrix: str = opt("", "reproduction matrix YAML for --check / --table (default: the packaged one)")
     table: bool = opt(False, "print the README results table generated from the matrix, then exit")
     record: bool = opt(False, "after the run, write its figures into the matrix (--matrix, default: the packaged "
-                              "one), replacing the entry of the same dataset, profile and overrides; the run's "
+                              "one), replacing the entry of the same dataset, profile, overrides, base seed, "
+                              "seed count and losses; the run's "
                               "minutes go in wall_minutes or, when it continued an earlier work folder, in "
                               "resumed_run_minutes: the minutes of every invocation that built that folder (its "
                               "timings.jsonl)")
