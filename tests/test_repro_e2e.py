@@ -215,15 +215,15 @@ def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(t
     # the score-evolution probe follows a query the students train on
     probe = json.loads((out / "models/student-onehot-s13/probes.jsonl").read_text().splitlines()[0])
     assert probe["query_id"] in scored
-    # --record keeps the overrides, so --check reruns the same condition
-    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick+{override}"]
+    # --record keeps the overrides and the loss list (both in the id), so --check reruns the same condition
+    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick+{override}@losses=onehot+kl"]
     assert entry["override"] == override.split(",") and entry["profile"] == "quick"
     assert entry["losses"] == ["onehot", "kl"] and "--losses onehot,kl --override " in entry["command"]
     assert entry["wall_minutes"] >= 0 and "resumed_run_minutes" not in entry and not res["settings"]["resumed work folder"]
     # recorded again from the now finished folder: its minutes are not a fresh run's
     assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override", override,
                  "--losses", "onehot,kl", "--out", str(out), "--record", "--matrix", str(matrix)]) == 0
-    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick+{override}"]
+    entry = yaml.safe_load(matrix.read_text())["conditions"][f"{tiny_beir.name}-quick+{override}@losses=onehot+kl"]
     # ... but those of every invocation that built the folder (the first one's stages included)
     logged = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
     assert len({x["invocation"] for x in logged}) == 2 and {"teacher training", "evaluation"} <= {x["stage"] for x in logged}
