@@ -306,6 +306,26 @@ def test_a_run_whose_dev_score_only_falls_keeps_its_starting_model(tmp_path):
     assert meta["best_step"] == 0 and meta["kept_start"] is True  # ... and the record says the start was kept
 
 
+@pytest.mark.parametrize(("scores", "best_step"), [
+    ([0.7, 0.705, 0.709, 0.6], 0),   # gains within the margin never replace the start
+    ([0.7, 0.705, 0.72, 0.6], 12),   # a gain beyond it does
+    ([0.7, 0.72, 0.725, 0.6], 6),    # ... and a later one must clear the margin over that checkpoint
+])
+def test_a_checkpoint_replaces_the_kept_one_only_by_more_than_select_min_delta(tmp_path, scores, best_step):
+    it = iter(scores)
+    _, result = run(tmp_path, epochs=3, select_min_delta=0.01, loop={"eval_fn": lambda m: {"ndcg@10": next(it)}})
+    assert result.best_step == best_step and result.best_metric == scores[best_step // 6]
+    assert read_meta(tmp_path)["kept_start"] is (best_step == 0)
+
+
+def test_select_min_delta_zero_keeps_any_gain_and_a_negative_one_is_refused(tmp_path):
+    it = iter([0.7, 0.7001, 0.6, 0.6])
+    _, result = run(tmp_path / "a", epochs=3, loop={"eval_fn": lambda m: {"ndcg@10": next(it)}})
+    assert result.best_step == 6
+    with pytest.raises(ConfigError, match="select_min_delta"):
+        TrainConfig(select_min_delta=-0.1)
+
+
 def test_the_start_is_kept_equal_to_the_model_before_training(tmp_path):
     seen = []
 

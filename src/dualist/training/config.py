@@ -99,6 +99,9 @@ class TrainConfig:
     select_metric: str = opt("ndcg@10", "eval_fn metric (higher is better) that picks the best checkpoint")
     eval_start: bool = opt(True, "with an eval_fn: evaluate the starting model too (step 0), so a run whose "
                                  "training only hurts on dev keeps its start")
+    select_min_delta: float = opt(0.0, "an evaluation replaces the kept checkpoint (the start, with eval_start) "
+                                       "only when its select_metric is more than this above it, as early "
+                                       "stopping's min_delta; 0: any gain", fingerprint="if-set")
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
@@ -125,6 +128,9 @@ class TrainConfig:
         if self.min_positive_grade < 1:
             raise ConfigError(f"train.min_positive_grade must be >= 1, got {self.min_positive_grade}"
                               f"{_flag('min_positive_grade')}")
+        if not self.select_min_delta >= 0:
+            raise ConfigError(f"train.select_min_delta must be >= 0, got {self.select_min_delta}"
+                              f"{_flag('select_min_delta')}")
         if self.in_batch_weight < 0:
             raise ConfigError(f"train.in_batch_weight must be >= 0, got {self.in_batch_weight}{_flag('in_batch_weight')}")
         if not self.teacher_bm25_weight >= 0:

@@ -16,8 +16,8 @@ files live in :mod:`dualist.training.checkpoints`, device/precision/seeding in
   folder renamed into place, so a ``checkpoints/step-N/`` folder is always complete;
 - ``resume=True`` continues from the newest checkpoint to the same weights as an uninterrupted run;
 - ``eval_fn`` before the first step (``eval_start``), at each epoch end and every ``eval_every`` steps
-  selects the best model, so the starting model is kept when no step beats it on dev; probes record
-  scores along the way.
+  selects the best model, so the starting model is kept when no step beats it on dev (by more than
+  ``select_min_delta``); probes record scores along the way.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the same call trains one model on several processes with
 DDP (:mod:`dualist.distributed`): every process builds the same batches from the same seed, the step
@@ -404,7 +404,8 @@ class _Trainer:
                 self.writer.add_scalar(f"eval/{k}", v, step)
         value = float(metrics[self.config.select_metric])
         logger.info("step %d eval: %s", step, metrics)
-        if self.state.best_metric is None or value > self.state.best_metric:  # ties keep the earlier step
+        # ties keep the earlier step; select_min_delta asks a later one for more than noise
+        if self.state.best_metric is None or value > self.state.best_metric + self.config.select_min_delta:
             self.state.best_metric, self.state.best_step = value, step
             if main:
                 with atomic_dir(self.out_dir / "best") as tmp:
