@@ -120,7 +120,8 @@ def check_matrix(args: ReproArgs) -> dict[str, Any]:
     for cid, cond in matrix["conditions"].items():
         # a condition reruns with the base seed it was recorded with (the default where it names none)
         sub = dataclasses.replace(args, check=False, table=False, dataset=cond["dataset"], profile=cond["profile"],
-                                  seed=int(cond.get("seed", DEFAULT_SEED)), seeds=int(cond.get("seeds", 1)), override=list(cond.get("override", args.override)),
+                                  seed=int(cond.get("seed", DEFAULT_SEED)), seeds=int(cond.get("seeds", 1)),
+                                  override=list(cond.get("override", args.override)),
                                   model=cond.get("model", args.model), losses=list(cond.get("losses", args.losses)),
                                   out=args.out and str(Path(args.out) / cid))
         res = run_repro(sub)
