@@ -205,8 +205,9 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
     if note:
         cond["note"] = note
     conditions = dict(data["conditions"])
-    conditions[condition_id(dataset, results["profile"], cond.get("override", ()), seed=cond.get("seed", DEFAULT_SEED),
-                            seeds=cond["seeds"], losses=cond.get("losses"))] = cond
+    cid = condition_id(dataset, results["profile"], cond.get("override", ()),
+                       seed=cond.get("seed", DEFAULT_SEED), seeds=cond["seeds"], losses=cond.get("losses"))
+    conditions[cid] = cond
     data["conditions"] = dict(sorted(conditions.items()))
     path.write_text(HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100),
                     encoding="utf-8")
