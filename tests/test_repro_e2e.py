@@ -481,16 +481,21 @@ def test_the_positive_margin_override_reaches_the_distilled_students_only():
     assert (margin("kl"), margin("m3se"), margin("onehot")) == (0.5, 0.5, None)
 
 
-def test_the_select_min_delta_override_reaches_teacher_and_students():
+@pytest.mark.parametrize(("key", "value", "default"), [
+    ("select_min_delta", 0.005, 0.0),  # off by default: any dev gain leaves the start
+    ("select_alpha", 0.05, None),      # off by default: no significance test
+])
+def test_a_selection_override_reaches_teacher_and_students_and_is_off_by_default(key, value, default):
     from types import SimpleNamespace
 
     from dualist.repro.plan import ReproArgs, StudentRun, _student, _teacher, resolve_profile
 
-    args = ReproArgs(profile="quick", override=["select_min_delta=0.005"])
+    args = ReproArgs(profile="quick", override=[f"{key}={value}"])
     prof = resolve_profile(args)
     samples = SimpleNamespace(max_positives=5, min_grade=1, train_ids=None, select_ids=None)
     cands = {s: f"{s}.trec" for s in ("train", "dev", "test")}
-    students = [_student(prof, args, cands, samples, StudentRun(loss, 0, 13), "scores.parquet").train.select_min_delta
-                for loss in ("onehot", "kl")]
-    assert students == [0.005, 0.005] and _teacher(prof, args, cands, samples).train.select_min_delta == 0.005
-    assert resolve_profile(ReproArgs()).select_min_delta == 0.0  # off by default: any dev gain leaves the start
+    students = [getattr(_student(prof, args, cands, samples, StudentRun(loss, 0, 13), "scores.parquet").train, key)
+                for loss in ("onehot", "kl", "m3se")]
+    assert students == [value] * 3 and getattr(_teacher(prof, args, cands, samples).train, key) == value
+    plain = resolve_profile(ReproArgs())
+    assert getattr(plain, key) == default and getattr(_teacher(plain, ReproArgs(), cands, samples).train, key) == default

@@ -22,6 +22,10 @@ def test_dev_eval_fn_on_a_sample_of_queries_scores_those_queries_only(tiny_beir,
     alone = rerank(model, ds, {q: ds.queries[q] for q in picked}, run, depth=10, show_progress=False)
     want = evaluate({q: ds.qrels_for("dev")[q] for q in picked}, alone, ["ndcg@10", "mrr@10"]).mean
     assert got == pytest.approx(dict(want))
+    # each query's value too, for a significance rule between checkpoints (TrainConfig.select_alpha)
+    per_query = evaluate({q: ds.qrels_for("dev")[q] for q in picked}, alone, ["ndcg@10", "mrr@10"]).per_query
+    assert set(got.per_query) == {"ndcg@10", "mrr@10"}
+    assert got.per_query["ndcg@10"] == pytest.approx(per_query["ndcg@10"]) and len(got.per_query["ndcg@10"]) == 2
     everything = dev_eval_fn(ds, "dev", run, depth=10)(model)
     full = rerank(model, ds, ds.queries_for("dev"), run, depth=10, show_progress=False)
     assert everything == pytest.approx(dict(evaluate(ds.qrels_for("dev"), full, ["ndcg@10", "mrr@10"]).mean))

@@ -326,6 +326,66 @@ def test_select_min_delta_zero_keeps_any_gain_and_a_negative_one_is_refused(tmp_
         TrainConfig(select_min_delta=-0.1)
 
 
+# Per-query dev values of 20 queries at steps 0, 6, 12 and 18 (evaluations at the start and each epoch end):
+_START = np.linspace(0.2, 0.8, 20)
+_SWING = np.where(np.arange(20) % 2 == 0, 1.0, -0.9)  # +x on half the queries, -0.9x on the other half
+_DEV = [
+    _START,
+    _START + 0.1 * _SWING,           # mean +0.005, a coin's worth of gains and losses: noise
+    _START + 0.05,                   # every query +0.05: a real gain
+    _START + 0.05 + 0.2 * _SWING,    # mean +0.01 over step 12, but noise again
+]
+
+
+def per_query_eval(values):
+    """An eval_fn returning, step after step, the means and per-query values of ``values``."""
+    from dualist.evaluation import QueryMetrics
+
+    it = iter(values)
+
+    def eval_fn(model):
+        v = next(it)
+        return QueryMetrics({"ndcg@10": float(v.mean())}, {"ndcg@10": {f"q{i}": float(x) for i, x in enumerate(v)}})
+    return eval_fn
+
+
+@pytest.mark.parametrize(("alpha", "best_step"), [(None, 18), (0.05, 12)])
+def test_select_alpha_replaces_the_kept_checkpoint_only_on_a_significant_per_query_gain(tmp_path, alpha, best_step):
+    _, result = run(tmp_path, epochs=3, select_alpha=alpha, loop={"eval_fn": per_query_eval(_DEV)})
+    assert result.best_step == best_step and result.best_metric == pytest.approx(_DEV[best_step // 6].mean())
+    evals = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    if alpha is None:
+        assert all("select_p" not in e for e in evals)
+    else:  # each later evaluation records its p against the checkpoint kept at that point
+        assert "select_p" not in evals[0]
+        assert evals[1]["select_p"] > 0.05 and evals[2]["select_p"] < 0.001 and evals[3]["select_p"] > 0.05
+
+
+def test_select_alpha_keeps_the_start_when_no_gain_is_significant(tmp_path):
+    values = [_START, _START + 0.1 * _SWING, _START + 0.2 * _SWING, _START - 0.01]
+    _, result = run(tmp_path, epochs=3, select_alpha=0.05, loop={"eval_fn": per_query_eval(values)})
+    assert result.best_step == 0 and read_meta(tmp_path)["kept_start"] is True
+
+
+def test_select_alpha_survives_a_resume(tmp_path):
+    cfg = {"epochs": 3, "select_alpha": 0.05}
+    # killed in epoch 2 (call 15): the newest checkpoint is step 12's, which keeps step 12's per-query values
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, crash_at_call=15, loop={"eval_fn": per_query_eval(_DEV)}, **cfg)
+    saved = read_json(tmp_path / "checkpoints/step-12/trainer_state.json")
+    assert saved["best_step"] == 12 and saved["best_per_query"]["q3"] == pytest.approx(_DEV[2][3])
+    _, result = run(tmp_path, resume=True, loop={"eval_fn": per_query_eval(_DEV[3:])}, **cfg)
+    assert result.best_step == 12  # step 18 is tested against the restored step-12 values, not replaced
+
+
+def test_select_alpha_needs_per_query_values_and_a_level_in_0_1(tmp_path):
+    with pytest.raises(ConfigError, match="per-query"):
+        run(tmp_path, epochs=1, select_alpha=0.05, loop={"eval_fn": lambda m: {"ndcg@10": 0.5}})
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="select_alpha"):
+            TrainConfig(select_alpha=bad)
+
+
 def test_the_start_is_kept_equal_to_the_model_before_training(tmp_path):
     seen = []
 

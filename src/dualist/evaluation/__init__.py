@@ -10,13 +10,15 @@ ndcg@10 0.6309
 
 from __future__ import annotations
 
-from .metrics import DEFAULT_METRICS, SUPPORTED_METRICS, EvalResult, Metric, evaluate, parse_metric, rank_documents
+from .metrics import (DEFAULT_METRICS, SUPPORTED_METRICS, EvalResult, Metric, QueryMetrics, evaluate, parse_metric,
+                      rank_documents)
 from .hubness import Hubness, hubness
 from .significance import Comparison, ComparisonRow, PairedTestResult, compare, paired_test
 
 __all__ = [
     "evaluate",
     "EvalResult",
+    "QueryMetrics",
     "Metric",
     "parse_metric",
     "rank_documents",

@@ -50,6 +50,7 @@ from dualist.errors import ConfigError, DataError
 __all__ = [
     "evaluate",
     "EvalResult",
+    "QueryMetrics",
     "Metric",
     "parse_metric",
     "rank_documents",
@@ -116,6 +117,27 @@ def parse_metric(name: str | Metric) -> Metric:
     if not cutoff.isdigit() or int(cutoff) < 1:
         raise ConfigError(f"metric {name!r}: the cutoff must be a positive integer, got {cutoff!r}")
     return Metric(kind, int(cutoff))
+
+
+class QueryMetrics(dict):
+    """``{metric: mean}``, a plain dict to every reader, that also holds each query's values in
+    ``per_query[metric][qid]``.
+
+    :func:`dualist.stages.dev_eval_fn` returns one, so that the training loop can test a checkpoint's
+    dev gain query by query before it replaces the kept one (``TrainConfig.select_alpha``).
+
+    >>> m = QueryMetrics({"ndcg@10": 0.5}, {"ndcg@10": {"q1": 0.25, "q2": 0.75}})
+    >>> m == {"ndcg@10": 0.5}, m.per_query["ndcg@10"]["q2"]
+    (True, 0.75)
+    """
+
+    def __init__(self, mean: Mapping[str, float], per_query: Mapping[str, Mapping[str, float]]):
+        super().__init__(mean)
+        self.per_query = {m: dict(v) for m, v in per_query.items()}
+
+    @classmethod
+    def of(cls, result: EvalResult) -> QueryMetrics:
+        return cls(result.mean, result.per_query)
 
 
 @dataclass

@@ -337,7 +337,7 @@ def _teacher(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
                         probe_every=prof.probe_every, select_metric="ndcg@10", eval_every=prof.teacher_eval_every,
                         max_positives=samples.max_positives, lean_activations=prof.lean_activations,
                         min_positive_grade=samples.min_grade, eval_start=prof.eval_start,
-                        select_min_delta=prof.select_min_delta)
+                        select_min_delta=prof.select_min_delta, select_alpha=prof.select_alpha)
     return TeacherConfig(model=model, train=train, candidates=cands["train"], dev_split="dev",
                          dev_candidates=cands["dev"], dev_depth=prof.dev_depth, select_queries=samples.select_ids,
                          batch_size=prof.batch_size_infer)
@@ -365,7 +365,8 @@ def _student(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Sa
                         probe_every=prof.probe_every, select_metric="ndcg@10", max_positives=samples.max_positives,
                         freeze_layers=prof.student_freeze_layers, lean_activations=prof.lean_activations,
                         min_positive_grade=samples.min_grade, eval_start=prof.eval_start,
-                        select_min_delta=prof.select_min_delta, eval_every=prof.student_eval_every,
+                        select_min_delta=prof.select_min_delta, select_alpha=prof.select_alpha,
+                        eval_every=prof.student_eval_every,
                         in_batch_negatives=prof.in_batch, in_batch_weight=prof.in_batch_weight,
                         teacher_calibration="fit" if prof.calibrate and run.loss in SCORE_MATCHING else "none",
                         teacher_bm25_weight=bm25_weight if requires_teacher(run.loss) else 0.0,

@@ -54,6 +54,8 @@ class Profile:
     graded_min_grade: int = 2       # with graded train qrels: the grade a positive needs (lower grades are unused)
     eval_start: bool = True         # the starting model is a checkpoint candidate (dev evaluation at step 0)
     select_min_delta: float = 0.0   # a dev evaluation replaces the kept checkpoint only by more than this
+    select_alpha: float | None = None  # set: ... and only when a paired permutation test over the dev
+                                    # queries gives p below this level (None: off)
     student_eval_every: int = 0     # also pick the students' checkpoint on dev every N steps
     teacher_folds: int = 0          # >= 2: cross-fitted teacher scores from this many fold-teachers (k more teacher
                                     # trainings); 0: the teacher scores the queries it trained on

@@ -23,6 +23,7 @@ from dualist.stages import markers
 from dualist.stages.inputs import dataset_fingerprint
 
 if TYPE_CHECKING:
+    from dualist.evaluation import QueryMetrics
     from dualist.evaluation.memo import RerankMemo
     from dualist.models import CrossEncoder, CrossEncoderConfig, DualEncoder, DualEncoderConfig, PrefixCache
     from dualist.training import TrainConfig
@@ -255,13 +256,16 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
                 memo: RerankMemo | None = None) -> Callable[[DualEncoder | CrossEncoder], dict[str, float]]:
     """An ``eval_fn(model) -> {metric: value}`` that re-ranks ``split``'s candidates (for best-checkpoint choice).
 
+    The dict it returns is a :class:`~dualist.evaluation.QueryMetrics`: it also carries each query's
+    values (``.per_query``), which ``TrainConfig.select_alpha`` tests a checkpoint's gain on.
+
     ``query_ids`` restricts it to those queries of ``split`` (e.g. a fixed sample of a large dev set).
     ``memo`` (a :class:`~dualist.evaluation.memo.RerankMemo`, shared by several trainings and their
     evaluation) keeps each re-ranking under the hash of the model's weights and of what it re-ranked:
     students that start from the same weights re-rank their common start once, and the evaluation
     of a chosen checkpoint finds the dev run its training made.
     """
-    from dualist.evaluation import evaluate, rerank
+    from dualist.evaluation import QueryMetrics, evaluate, rerank
 
     queries = dataset.queries_for(split)
     qrels = dataset.qrels_for(split)
@@ -275,7 +279,7 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
         queries = {q: queries[q] for q in sorted(query_ids)}
         qrels = {q: qrels[q] for q in queries}
 
-    def eval_fn(model: DualEncoder | CrossEncoder) -> dict[str, float]:
+    def eval_fn(model: DualEncoder | CrossEncoder) -> QueryMetrics:
         was_training = model.training
         model.eval()
         try:
@@ -286,7 +290,7 @@ def dev_eval_fn(dataset: Dataset, split: str, candidates: Run, *, depth: int = 1
                              show_progress=False)
         finally:
             model.train(was_training)
-        return dict(evaluate(qrels, run, list(metrics)).mean)
+        return QueryMetrics.of(evaluate(qrels, run, list(metrics)))
 
     return eval_fn
 

@@ -53,6 +53,7 @@ class State:
     batch_in_epoch: int = 0  # batches of that epoch already consumed
     best_metric: float | None = None
     best_step: int | None = None
+    best_per_query: dict[str, float] | None = None  # the kept checkpoint's per-query values (select_alpha only)
     elapsed_s: float = 0.0
 
 

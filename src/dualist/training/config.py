@@ -102,6 +102,11 @@ class TrainConfig:
     select_min_delta: float = opt(0.0, "an evaluation replaces the kept checkpoint (the start, with eval_start) "
                                        "only when its select_metric is more than this above it, as early "
                                        "stopping's min_delta; 0: any gain", fingerprint="if-set")
+    select_alpha: float | None = opt(
+        None, "an evaluation replaces the kept checkpoint only when its per-query select_metric is above the "
+              "kept one's with a paired permutation test p below this level (two-sided, e.g. 0.05): a dev "
+              "gain must be one the dev queries can tell from chance; needs an eval_fn that returns per-query "
+              "values (dev_eval_fn does); unset: any gain", fingerprint="if-set")
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
@@ -131,6 +136,9 @@ class TrainConfig:
         if not self.select_min_delta >= 0:
             raise ConfigError(f"train.select_min_delta must be >= 0, got {self.select_min_delta}"
                               f"{_flag('select_min_delta')}")
+        if self.select_alpha is not None and not 0 < self.select_alpha < 1:
+            raise ConfigError(f"train.select_alpha must be in (0, 1) or unset, got {self.select_alpha}"
+                              f"{_flag('select_alpha')}")
         if self.in_batch_weight < 0:
             raise ConfigError(f"train.in_batch_weight must be >= 0, got {self.in_batch_weight}{_flag('in_batch_weight')}")
         if not self.teacher_bm25_weight >= 0:

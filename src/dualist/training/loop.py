@@ -17,7 +17,8 @@ files live in :mod:`dualist.training.checkpoints`, device/precision/seeding in
 - ``resume=True`` continues from the newest checkpoint to the same weights as an uninterrupted run;
 - ``eval_fn`` before the first step (``eval_start``), at each epoch end and every ``eval_every`` steps
   selects the best model, so the starting model is kept when no step beats it on dev (by more than
-  ``select_min_delta``); probes record scores along the way.
+  ``select_min_delta``, and with ``select_alpha`` by a gain a paired test over the dev queries tells from
+  chance); probes record scores along the way.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the same call trains one model on several processes with
 DDP (:mod:`dualist.distributed`): every process builds the same batches from the same seed, the step
@@ -31,7 +32,8 @@ Output layout of ``out_dir``::
 
     dualist.json            resolved config, inputs, status (write_meta)
     metrics.jsonl           {"step", "epoch", "loss", "lr", "grad_norm", "elapsed_s"} per optimizer step
-    eval.jsonl              {"step", "epoch", **eval_fn(model)} at each evaluation
+    eval.jsonl              {"step", "epoch", **eval_fn(model)} at each evaluation (+ "select_p", the
+                            paired test's p against the kept checkpoint, with select_alpha)
     probes.jsonl            {"step", "probe", **probe(model, step)} at step 0, every probe_every, at the end
     checkpoints/step-N/     model/, optimizer.pt, scheduler.json, rng.pt, [scaler.pt,] trainer_state.json
     best/                   the model with the best ``select_metric`` (only with eval_fn)
@@ -380,36 +382,68 @@ class _Trainer:
         """Dev metrics of the current model; the best so far (on ``select_metric``) goes to ``best/``."""
         assert self.eval_fn is not None
         main = self.world.is_main
-        metrics: Any = None
+        cfg = self.config
+        outcome: Any = None
         if main:  # rank 0 evaluates; every process takes its selection
             self.model.eval()
             try:
                 with torch.no_grad():
-                    metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+                    raw = self.eval_fn(self.model)
+                per_query = getattr(raw, "per_query", {}).get(cfg.select_metric)
+                outcome = ({k: float(v) for k, v in raw.items()},
+                           None if per_query is None else {q: float(v) for q, v in per_query.items()})
             except Exception as err:
-                metrics = err
+                outcome = err
             self.model.train()
-        metrics = distributed.broadcast_object(metrics)
-        if isinstance(metrics, Exception):
+        outcome = distributed.broadcast_object(outcome)
+        if isinstance(outcome, Exception):
             if main:
-                raise metrics
-            raise RuntimeError(f"rank 0 failed to evaluate at step {step}: {metrics!r}")
-        if self.config.select_metric not in metrics:
+                raise outcome
+            raise RuntimeError(f"rank 0 failed to evaluate at step {step}: {outcome!r}")
+        metrics, per_query = outcome
+        if cfg.select_metric not in metrics:
             raise ConfigError(f"eval_fn returned {sorted(metrics)}, which lacks select_metric="
-                              f"{self.config.select_metric!r}; set train.select_metric to one of them")
+                              f"{cfg.select_metric!r}; set train.select_metric to one of them")
+        if cfg.select_alpha is not None and per_query is None:
+            raise ConfigError(f"train.select_alpha needs per-query {cfg.select_metric} values from the eval_fn "
+                              "(return a dualist.evaluation.QueryMetrics, as dualist.stages.dev_eval_fn does), "
+                              "or leave select_alpha unset")
+        value = float(metrics[cfg.select_metric])
+        replaces, p_value = self.replaces_kept(value, per_query)
+        row = {"step": step, "epoch": epoch, **metrics}
+        if p_value is not None:
+            row["select_p"] = p_value
         if main:
-            append_jsonl(self.out_dir / "eval.jsonl", [{"step": step, "epoch": epoch, **metrics}])
+            append_jsonl(self.out_dir / "eval.jsonl", [row])
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"eval/{k}", v, step)
-        value = float(metrics[self.config.select_metric])
         logger.info("step %d eval: %s", step, metrics)
-        # ties keep the earlier step; select_min_delta asks a later one for more than noise
-        if self.state.best_metric is None or value > self.state.best_metric + self.config.select_min_delta:
+        if replaces:
             self.state.best_metric, self.state.best_step = value, step
+            self.state.best_per_query = per_query if cfg.select_alpha is not None else None
             if main:
                 with atomic_dir(self.out_dir / "best") as tmp:
                     self.save_fn(self.model, tmp)
+
+    def replaces_kept(self, value: float, per_query: dict[str, float] | None) -> tuple[bool, float | None]:
+        """Whether an evaluation of ``value`` replaces the kept checkpoint, and the p-value it was tested at.
+
+        Ties keep the earlier step; ``select_min_delta`` asks a later one for more than noise, and
+        ``select_alpha`` for a gain that a paired permutation test over the dev queries tells from chance.
+        """
+        cfg, state = self.config, self.state
+        if state.best_metric is None:
+            return True, None
+        if cfg.select_alpha is None:
+            return value > state.best_metric + cfg.select_min_delta, None
+        from dualist.evaluation import paired_test
+
+        if state.best_per_query is None or per_query is None:
+            raise ConfigError("train.select_alpha: the kept checkpoint has no per-query dev values (a checkpoint "
+                              "written without select_alpha); resume with the setting it was written with")
+        p_value = paired_test(per_query, state.best_per_query).p_value
+        return value > state.best_metric + cfg.select_min_delta and p_value < cfg.select_alpha, p_value
 
     # -- the end: final/, and model/ = best/ (with eval_fn) or final/
     def close(self) -> None:
