@@ -98,6 +98,28 @@ def test_hybrid_row_is_reported_and_equals_run_hybrid(repro, tiny_beir, capsys):
     assert "hybrid nDCG@10" in html and "reciprocal rank fusion" in html
 
 
+def test_dev_retrieval_is_evaluated_for_bm25_and_the_dual_encoders_only(repro, tiny_beir):
+    """Before the reruns below change the students: retrieval_dev equals a fresh full-corpus search."""
+    from dualist import stages
+    from dualist.data import read_trec_run
+    from dualist.evaluation import evaluate
+    from dualist.stages.evaluation import RETRIEVAL_METRICS, run_retrieve
+    from dualist.stages.markers import marker_path
+
+    out, _ = repro
+    ds = stages.load_dataset(tiny_beir, dev_fraction=0.1, seed=13)
+    folder = out / "models/student-m3se-s13"
+    student = stages.load_model(folder / json.loads(marker_path(folder).read_text())["model_path"])
+    want = evaluate(ds.qrels_for("dev"), run_retrieve(student, ds, "dev", k=100), RETRIEVAL_METRICS)
+    got = json.loads((out / "results/m3se-s0.json").read_text())["retrieval_dev"]
+    assert got["mean"]["ndcg@10"] == pytest.approx(want.mean["ndcg@10"], abs=1e-6)
+    assert set(got["per_query"]["ndcg@10"]) == set(ds.qrels_for("dev"))
+    bm25 = json.loads((out / "results/bm25.json").read_text())["retrieval_dev"]
+    dev_run = read_trec_run(out / "runs/dev.bm25.trec")
+    assert bm25["mean"] == pytest.approx(evaluate(ds.qrels_for("dev"), dev_run, RETRIEVAL_METRICS).mean)
+    assert "retrieval_dev" not in json.loads((out / "results/teacher.json").read_text())
+
+
 def test_rerun_skips_finished_stages(repro, caplog):
     out, argv = repro
     stamp = (out / "models/teacher/.done.json").stat().st_mtime
@@ -205,6 +227,14 @@ def test_caps_sample_the_scored_training_queries_and_the_selection_dev_queries(t
     res = json.loads((out / "results.json").read_text())
     assert res["settings"]["training queries scored and trained on"] == 5
     assert res["settings"]["dev queries for checkpoint selection"] == 3
+    # the dev queries outside the 3 re-ranked by every trained model in the selection table
+    dev = len(json.loads((out / "results/zeroshot.json").read_text())["rerank_dev"]["per_query"]["ndcg@10"])
+    assert dev > 3 and [r["held-out dev queries"] for r in res["selection"]] == [dev - 3] * 3
+    assert all(0.0 <= r["held-out dev re-rank"] <= 1.0 and 0 < r["rerank_dev p"] <= 1 for r in res["selection"])
+    students = res["selection"][1:]  # retrieval for the dual-encoders, not the teacher
+    assert all(0.0 <= r["held-out dev retrieval"] <= 1.0 for r in students)
+    assert "held-out dev retrieval" not in res["selection"][0]
+    assert "held-out dev retrieval" in (out / "report/index.html").read_text()
     assert res["settings"]["profile"]["score_queries"] == 5
     table = pq.read_table(out / "scores/train.teacher.parquet").to_pydict()
     scored = set(table["qid"])

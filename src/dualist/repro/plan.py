@@ -244,7 +244,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
             notes=(prof.notes,) if prof.notes else (),
             settings=_settings(ds, name, prof, args, samples, resumed, ensemble, agreement),
             timings=_timings(timer, work, resumed), started_at=t_start, header={"dataset": name, "profile": prof.name},
-            trained=_trained(work, args, students)),
+            trained=_trained(work, args, students), select_queries=samples.select_ids),
             work / "report")
     logger.info("reproduction finished in %.1f min; report: %s", (time.time() - t_start) / 60,
                 work / "report" / "index.html")
@@ -315,13 +315,16 @@ def _fold_teachers(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, cand
                  for f, fold_ds in enumerate(fold_datasets(ds, "train", folds)))
 
 
-def _trained(work: Path, args: ReproArgs, students: dict[StudentRun, Path]) -> tuple[tuple[str, Path], ...]:
-    """(label, training folder) of the teacher and each student, for the report's checkpoint selection."""
+def _trained(work: Path, args: ReproArgs, students: dict[StudentRun, Path]) -> tuple[tuple[str, Path, Path], ...]:
+    """(label, training folder, evaluation file) of the teacher and each student, for the report's
+    checkpoint selection."""
     from dualist.report.labels import model_label
 
     runs = sorted(students, key=lambda r: (list(args.losses).index(r.loss), r.index))
-    return ((model_label("teacher"), work / "models" / "teacher"),
-            *((f"{model_label(r.loss)} (seed {r.seed})", work / "models" / r.folder) for r in runs))
+    results = work / "results"
+    return ((model_label("teacher"), work / "models" / "teacher", results / "teacher.json"),
+            *((f"{model_label(r.loss)} (seed {r.seed})", work / "models" / r.folder,
+               results / f"{r.result_name}.json") for r in runs))
 
 
 def _teacher(prof: Profile, args: ReproArgs, cands: dict[str, Path], samples: Samples) -> TeacherConfig:

@@ -63,8 +63,8 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
                      prefix_cache: PrefixCache | None = None, rerank_memo: RerankMemo | None = None) -> Path:
     """Evaluate one model into the JSON file ``out`` (skipped when up to date); returns ``out``.
 
-    ``out`` holds, per section (``rerank_test``, ``rerank_dev``, ``rerank_train``, ``retrieval_test``,
-    ``hybrid_test``; the last two for dual-encoders and, retrieval only, BM25), the mean and per-query
+    ``out`` holds, per section (``rerank_test``, ``rerank_dev``, ``rerank_train``; ``retrieval_test`` and
+    ``retrieval_dev`` for dual-encoders and BM25, ``hybrid_test`` for dual-encoders), the mean and per-query
     metrics, the hubness of the test retrieval run (``hubness_test``, see
     :mod:`dualist.evaluation.hubness`; none for a cross-encoder), and the test re-rank scores
     (``rerank_test_scores``) for the diagnostics. ``prefix_cache`` lets dual-encoders that froze the
@@ -89,9 +89,10 @@ def _fingerprint(dataset: Dataset, config: EvaluationConfig) -> str:
     base = [dataset_fingerprint(dataset, "test"), dataset_fingerprint(dataset, "dev"), config.rerank_depth,
             config.dev_depth, config.gap_queries, RERANK_METRICS, RETRIEVAL_METRICS, "hubness@10"]
     if config.model is None:
-        return fingerprint_obj([config.name, *base])
+        return fingerprint_obj([config.name, *base, "retrieval_dev"])
     if not isinstance(config.model, Path) or model_kind(config.model) == "dual_encoder":
-        base.append({"hybrid": HYBRID})  # only dual-encoders have the section: a teacher's stays done
+        # only dual-encoders have these sections: a teacher's evaluation stays done
+        base.append({"hybrid": HYBRID, "retrieval_dev": RETRIEVAL_METRICS})
     model = model_fingerprint(config.model) if isinstance(config.model, Path) else config.model
     return fingerprint_obj([config.name, model, *base])
 
@@ -130,6 +131,7 @@ def _evaluate_bm25(dataset: Dataset, config: EvaluationConfig) -> dict[str, Any]
         "retrieval_test": evaluate(dataset.qrels_for("test"), test, RETRIEVAL_METRICS).to_dict(),
         "hubness_test": hubness(test, k=10, corpus_size=len(dataset.corpus)).to_dict(),
         "rerank_dev": evaluate(dataset.qrels_for("dev"), top_k(dev, config.dev_depth), RERANK_METRICS).to_dict(),
+        "retrieval_dev": evaluate(dataset.qrels_for("dev"), dev, RETRIEVAL_METRICS).to_dict(),
         "rerank_train": evaluate(train_qrels, top_k({q: train[q] for q in gap_q if q in train}, config.rerank_depth),
                                  RERANK_METRICS).to_dict(),
     }
@@ -176,6 +178,9 @@ def _evaluate_model(dataset: Dataset, config: EvaluationConfig, model: DualEncod
         out = config.runs_dir / f"test.{config.name}.hybrid.trec" if config.runs_dir is not None else None
         hyb = run_hybrid(model, dataset, "test", bm25_run=test_cands, dense_run=ret, out=out, **HYBRID)
         res["hybrid_test"] = evaluate(dataset.qrels_for("test"), hyb, RETRIEVAL_METRICS).to_dict()
+        # dev retrieval: whether a checkpoint chosen by dev re-ranking also holds in full-corpus search
+        dev_ret = retrieve(model, dataset, dev_queries, k=100, batch_size=bs, doc_embeddings=doc_emb)
+        res["retrieval_dev"] = evaluate(dataset.qrels_for("dev"), dev_ret, RETRIEVAL_METRICS).to_dict()
     return res
 
 

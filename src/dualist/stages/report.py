@@ -44,7 +44,11 @@ class ReportConfig:
     timings: Mapping[str, float] = field(default_factory=dict)
     started_at: float | None = None     # time.time() at the start of the run: the total wall time
     header: Mapping[str, Any] = field(default_factory=dict)  # leading results.json fields (dataset, profile)
-    trained: tuple[tuple[str, Path], ...] = ()  # (label, training folder) of each trained model: the dev selection
+    # (label, training folder[, evaluation file]) of each trained model: the dev selection table
+    trained: tuple[tuple[str, Path] | tuple[str, Path, Path], ...] = ()
+    # the dev queries that picked the checkpoints, where a cap sampled them (None: all of dev). The dev
+    # queries outside them are held out from selection: the table shows each model's re-rank on those
+    select_queries: tuple[str, ...] | None = None
 
 
 def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Path:
@@ -68,14 +72,24 @@ def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Pat
         sections.append({"title": "Targets of the distillation recipe",
                          "text": "\n\n".join(t.text for t in summary.targets), "image": None, "table": None})
     sections += _diagnostic_sections(diagnostics, config)
-    selection = _selection_rows(config.trained)
+    zeroshot = next((m.evaluations[0] for m in config.models if m.id == "zeroshot"), None)
+    selection = _selection_rows(config.trained, config.select_queries, zeroshot)
     if selection:
-        sections.append({"title": "Checkpoint selection on dev",
-                         "text": "The step each model was taken at (dev nDCG@10, evaluated at step 0 too). A model "
-                                 "whose chosen step is 0 never beat its start on dev and is its starting model.",
-                         "image": None, "table": {"rows": selection,
-                                                  "columns": ["model", "chosen step", "steps", "dev nDCG@10",
-                                                              "kept start"]}})
+        sel_columns = ["model", "chosen step", "steps", "dev nDCG@10", "kept start"]
+        text = ("The step each model was taken at (dev nDCG@10 on the dev queries that choose checkpoints, "
+                "evaluated at step 0 too). A model whose chosen step is 0 never beat its start on dev and is its "
+                "starting model.")
+        shown = [c for _, mean_col, diff_col in HELD_OUT for c in (mean_col, diff_col)
+                 if any(mean_col in r for r in selection)]
+        if shown:
+            sel_columns += shown
+            held = next(r["held-out dev queries"] for r in selection if "held-out dev queries" in r)
+            text += (f" The held-out columns give nDCG@10 on the {held} dev queries that chose no checkpoint "
+                     "(re-rank of the same candidates, and full-corpus retrieval for a dual-encoder), and the "
+                     "difference from the zero-shot DE on them with a paired permutation test's p in "
+                     "brackets: a choice that generalizes moves these queries the way it moved the others.")
+        sections.append({"title": "Checkpoint selection on dev", "text": text, "image": None,
+                         "table": {"rows": selection, "columns": sel_columns}})
     if summary.comparison is not None and summary.significance():
         sig_rows = [{"model": label, "mean diff nDCG@10": v["mean_diff"], "p-value": f"{v['p_value']:.4f}"}
                     for label, v in summary.significance().items()]
@@ -93,16 +107,51 @@ def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Pat
     return out
 
 
-def _selection_rows(trained: tuple[tuple[str, Path], ...]) -> list[dict[str, Any]]:
-    """Per trained model: the step its checkpoint was chosen at on dev, from its run's ``dualist.json``."""
-    from dualist._io import read_meta
+# the selection table's held-out columns: (results section, column of its mean, column of its difference)
+HELD_OUT = (("rerank_dev", "held-out dev re-rank", "re-rank vs zero-shot (p)"),
+            ("retrieval_dev", "held-out dev retrieval", "retrieval vs zero-shot (p)"))
 
+
+def _selection_rows(trained: tuple[tuple[str, Path] | tuple[str, Path, Path], ...],
+                    select_queries: tuple[str, ...] | None, zeroshot: Path | None) -> list[dict[str, Any]]:
+    """Per trained model: the step its checkpoint was chosen at on dev, from its run's ``dualist.json``.
+
+    Where the checkpoints were chosen on a sample of dev and the model's evaluation file is given, also its
+    nDCG@10 on the other dev queries (re-rank, and retrieval for a dual-encoder), each against the zero-shot
+    DE's on the same queries: the difference and a paired permutation test's p, as numbers
+    (``<section> vs zero-shot`` and ``<section> p``) and as one cell.
+    """
+    from dualist._io import read_meta
+    from dualist.evaluation import paired_test
+
+    base = {section: _held_out(zeroshot, section, select_queries) for section, _, _ in HELD_OUT}
     rows = []
-    for label, folder in trained:
+    for label, folder, *evaluation in trained:
         meta = read_meta(folder) or {}
-        rows.append({"model": label, "chosen step": meta.get("best_step"), "steps": meta.get("steps"),
-                     "dev nDCG@10": meta.get("best_metric"), "kept start": bool(meta.get("kept_start"))})
+        row: dict[str, Any] = {"model": label, "chosen step": meta.get("best_step"), "steps": meta.get("steps"),
+                               "dev nDCG@10": meta.get("best_metric"), "kept start": bool(meta.get("kept_start"))}
+        for section, mean_col, diff_col in HELD_OUT:
+            own = _held_out(evaluation[0], section, select_queries) if evaluation and base[section] else None
+            if own:
+                diff, p = paired_test(own, base[section])
+                row.update({"held-out dev queries": len(own), mean_col: float(np.mean(list(own.values()))),
+                            f"{section} vs zero-shot": diff, f"{section} p": p, diff_col: f"{diff:+.4f} ({p:.3f})"})
+        rows.append(row)
     return rows
+
+
+def _held_out(evaluation: Path | None, section: str, select_queries: tuple[str, ...] | None,
+              ) -> dict[str, float] | None:
+    """Per-query nDCG@10 in ``section`` of the dev queries outside ``select_queries`` (None: no such
+    queries, or no such section, e.g. a cross-encoder's retrieval or an evaluation made before it existed)."""
+    if evaluation is None or select_queries is None or not evaluation.exists():
+        return None
+    found = read_json(evaluation).get(section)
+    if found is None:
+        return None
+    chosen = set(select_queries)
+    held = {q: float(v) for q, v in found["per_query"]["ndcg@10"].items() if q not in chosen}
+    return held or None
 
 
 def _diagnostics(dataset: Dataset, summary: Any, out: Path) -> dict[str, Any]:
