@@ -91,6 +91,9 @@ def test_record_keeps_runs_of_another_base_seed_seed_count_or_loss_list_apart(tm
     assert "scifact-full+in_batch=false@seed=15" in load_matrix(path)["conditions"]
     table = print_table(path)
     assert "1 seed(s), the defaults" in table and "3 seed(s) from base seed 14" in table
+    # a loss subset is named, not called "the defaults"
+    assert "3 seed(s) from base seed 14, losses onehot, kl, m3se, the defaults otherwise" in table
+    assert "`--override in_batch=false`" in table
 
 
 def test_check_reruns_a_condition_with_its_own_base_seed(tmp_path, monkeypatch):

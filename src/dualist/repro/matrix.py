@@ -153,7 +153,12 @@ def print_table(path: str | Path | None = None) -> str:
                 for m, figures in cond["expected"].items()]
         head = f"**{cond['dataset']}**, `{cond['profile']}` profile, {cond.get('seeds', 1)} seed(s)"
         head += f" from base seed {cond['seed']}" if "seed" in cond else ""
-        head += f", `--override {','.join(cond['override'])}`" if cond.get("override") else ", the defaults"
+        subset = cond.get("losses") and list(cond["losses"]) != list(LOSS_NAMES)
+        head += f", losses {', '.join(cond['losses'])}" if subset else ""
+        if cond.get("override"):
+            head += f", `--override {','.join(cond['override'])}`"
+        else:
+            head += ", the defaults otherwise" if subset else ", the defaults"
         if cond.get("note"):
             head += f" — {cond['note']}"
         # a condition recorded before a figure joined the matrix shows no empty column for it
