@@ -150,9 +150,13 @@ def test_students_share_their_frozen_layers_and_evaluate_their_start_once(tiny_b
     steps0 = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 0 eval")]
     assert len(steps0) == 4 and steps0[1] == steps0[2] == steps0[3]  # the teacher's start, then the students'
     # re-ranked once: the students' common start (2 more students, and the zero-shot DE's evaluation), and
-    # the dev candidates of each chosen checkpoint (the teacher's and 3 students' evaluations)
+    # the dev candidates of each chosen checkpoint (the teacher's and 3 students' evaluations), except that
+    # a student that kept its start is not evaluated again: it takes the zero-shot DE's evaluation
     memo = [r for r in caplog.records if "by these weights done before" in r.getMessage()]
-    assert len(memo) == 3 + 4
+    reused = [r for r in caplog.records if "its evaluation is reused" in r.getMessage()]
+    kept = [json.loads((tmp_path / f"run/models/student-{loss}-s13/dualist.json").read_text())["kept_start"]
+            for loss in ("onehot", "kl", "rankdistil")]
+    assert len(reused) == sum(kept) and len(memo) == 3 + 4 - len(reused)
     caches = [tuple(map(int, re.search(r"texts=(\d+).*hits=(\d+), misses=(\d+)", r.getMessage()).groups()))
               for r in caplog.records if r.name == "dualist.training.student" and "PrefixCache" in r.getMessage()]
     assert len(caches) == 3 and caches[0][0] > 0

@@ -190,3 +190,69 @@ def test_the_memo_tells_reduced_precision_copies_of_other_weights_apart(tiny_bei
     assert theirs is not made and memo.hits == 1 and len(memo) == 2
     memo.rerank(de, ds, ds.queries_for("dev"), run, depth=8)
     assert memo.hits == 1 and len(memo) == 3  # the fp32 model is another key than its copy
+
+
+def _evaluation_inputs(ds, tmp_path):
+    from dualist.data import write_trec_run
+
+    paths = {}
+    for split in ("test", "dev", "train"):
+        paths[split] = tmp_path / f"{split}.trec"
+        write_trec_run(bm25_run(ds, split, k=10), paths[split])
+    return paths
+
+
+def test_an_evaluation_of_the_same_weights_is_reused_under_the_new_name(tiny_beir, tiny_bert, tmp_path, caplog):
+    """A student that kept its start has the zero-shot DE's weights: with a memo its evaluation is the
+    zero-shot one, renamed, and equal to what evaluating it afresh gives."""
+    import json
+
+    import torch
+
+    from dualist.evaluation.memo import RerankMemo
+    from dualist.models import DualEncoderConfig
+    from dualist.stages import EvaluationConfig, evaluation_stage
+
+    ds = load_beir(tiny_beir)
+    cands = _evaluation_inputs(ds, tmp_path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    config = DualEncoderConfig(model=str(tiny_bert), doc_max_length=48, query_max_length=16)
+    start = DualEncoder(config)
+    kept = start.save_pretrained(tmp_path / "kept")
+    moved = DualEncoder(config)
+    with torch.no_grad():
+        next(moved.parameters()).add_(0.01)
+    moved = moved.save_pretrained(tmp_path / "moved")
+
+    def evaluate_as(name, model, memo, out_dir=tmp_path / "results"):
+        cfg = EvaluationConfig(name=name, model=model, test_candidates=cands["test"], dev_candidates=cands["dev"],
+                               train_candidates=cands["train"], rerank_depth=10, dev_depth=10, gap_queries=4,
+                               runs_dir=runs)
+        return json.loads(evaluation_stage(ds, cfg, out_dir / f"{name}.json", rerank_memo=memo).read_text())
+
+    caplog.set_level("INFO")
+    memo = RerankMemo()
+    zeroshot = evaluate_as("zeroshot", config, memo)
+    reused = evaluate_as("kept", kept, memo)
+    assert "kept has the weights of zeroshot" in caplog.text
+    assert reused == {**zeroshot, "key": "kept"}
+    # the same figures as evaluating it afresh, without the memo
+    fresh = evaluate_as("kept", kept, None, tmp_path / "fresh")
+    for section in ("rerank_test", "rerank_dev", "retrieval_test", "retrieval_dev", "hybrid_test"):
+        assert fresh[section]["mean"] == pytest.approx(reused[section]["mean"], abs=1e-6), section
+    # its run files, under its own name and tag
+    rerank = (runs / "test.kept.rerank.trec").read_text().splitlines()
+    original = (runs / "test.zeroshot.rerank.trec").read_text().splitlines()
+    assert rerank == [line.rsplit(" ", 1)[0] + " kept" for line in original] and rerank[0].endswith(" kept")
+    assert (runs / "test.kept.hybrid.trec").read_text() == (runs / "test.zeroshot.hybrid.trec").read_text()
+    # other weights are evaluated, not reused
+    caplog.clear()
+    evaluate_as("moved", moved, memo)
+    assert "evaluation is reused" not in caplog.text
+    # a later process finds the zero-shot evaluation already done and still reuses it for a twin
+    caplog.clear()
+    again = RerankMemo()
+    evaluate_as("zeroshot", config, again)
+    evaluate_as("twin", kept, again)
+    assert "twin has the weights of zeroshot" in caplog.text

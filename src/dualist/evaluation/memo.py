@@ -50,6 +50,9 @@ class RerankMemo:
     def __init__(self) -> None:
         self._runs: dict[str, Run] = {}
         self.hits = 0
+        # evaluation files by model_key(model) + the evaluation's settings (dualist.stages.evaluation_stage):
+        # a model with the weights of one evaluated before (a student that kept its start) takes its file
+        self.evaluations: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -81,14 +84,22 @@ class RerankMemo:
         """The hash of what a re-ranking of ``cands`` (each query's candidates, already cut to the depth)
         depends on. A model's ``config.model`` (where it was loaded from) does not count: its weights do."""
         from dualist._io import fingerprint_obj
+
+        docs = sorted({d for ranked in cands.values() for d in ranked})
+        what = fingerprint_obj([{q: queries[q] for q in sorted(queries)},
+                                {q: sorted(ranked.items()) for q, ranked in sorted(cands.items())},
+                                {d: dataset.doc_text(d) for d in docs}])
+        return f"{what}:{RerankMemo.model_key(model)}"
+
+    @staticmethod
+    def model_key(model: Any) -> str:
+        """What a model's scores depend on: its class, precision, settings and weights; not where it was
+        loaded from (``config.model``)."""
+        from dualist._io import fingerprint_obj
         from dualist.models.frozen_prefix import weights_fingerprint
 
         config = getattr(model, "config", None)
         if dataclasses.is_dataclass(config) and hasattr(config, "model"):
             config = dataclasses.replace(config, model="")
-        docs = sorted({d for ranked in cands.values() for d in ranked})
-        what = fingerprint_obj([{q: queries[q] for q in sorted(queries)},
-                                {q: sorted(ranked.items()) for q, ranked in sorted(cands.items())},
-                                {d: dataset.doc_text(d) for d in docs}])
-        return (f"{what}:{type(model).__name__}:{getattr(model, 'inference_dtype', None)}:{fingerprint_obj(config)}:"
+        return (f"{type(model).__name__}:{getattr(model, 'inference_dtype', None)}:{fingerprint_obj(config)}:"
                 f"{weights_fingerprint(model)}")

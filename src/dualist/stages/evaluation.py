@@ -70,31 +70,76 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
     (``rerank_test_scores``) for the diagnostics. ``prefix_cache`` lets dual-encoders that froze the
     same bottom layers share them, and ``rerank_memo`` (:class:`~dualist.evaluation.memo.RerankMemo`)
     gives the dev re-ranking a run made before by the same weights, e.g. in the training that chose
-    the checkpoint (speed settings: results equal within float rounding).
+    the checkpoint (speed settings: results equal within float rounding). With the memo, a model whose
+    class, settings and weights equal those of one evaluated before with the same settings (a student
+    that kept its start: the zero-shot DE) takes that evaluation under its own name, run files included.
     """
     out = Path(out)
     fp = _fingerprint(dataset, config)
-    if markers.is_done(out, fp):
-        return out
-    markers.clear_done(out)
+    done = markers.is_done(out, fp)
+    if done and (rerank_memo is None or config.model is None
+                 or (isinstance(config.model, Path) and model_kind(config.model) != "dual_encoder")):
+        return out  # (only a dual-encoder is worth loading to find its twins: a student that kept its start)
     model = _load(config.model, prefix_cache)
-    res = {"key": config.name, **(_evaluate_bm25(dataset, config) if model is None
-                                 else _evaluate_model(dataset, config, model, rerank_memo))}
+    same = None
+    if rerank_memo is not None and model is not None:
+        # a model with the weights of one evaluated before with these settings (a student that kept its
+        # start is the zero-shot DE) takes that evaluation: the same figures, under its own name
+        inputs = [str(p) for p in (config.test_candidates, config.dev_candidates, config.train_candidates)]
+        same = f"{rerank_memo.model_key(model)}:{fingerprint_obj([*_settings(dataset, config), inputs])}"
+        if done:
+            rerank_memo.evaluations.setdefault(same, (out, config.name))
+            return out
+    markers.clear_done(out)
+    earlier = rerank_memo.evaluations.get(same) if same is not None else None
+    if earlier is not None and Path(earlier[0]).exists():
+        logger.info("%s has the weights of %s, evaluated before with these settings: its evaluation is reused",
+                    config.name, earlier[1])
+        res = {**read_json(earlier[0]), "key": config.name}
+        _copy_runs(config.runs_dir, earlier[1], config.name)
+    else:
+        res = {"key": config.name, **(_evaluate_bm25(dataset, config) if model is None
+                                     else _evaluate_model(dataset, config, model, rerank_memo))}
     write_json(out, res)
     markers.mark_done(out, fp)
+    if same is not None:
+        rerank_memo.evaluations.setdefault(same, (out, config.name))
     return out
 
 
-def _fingerprint(dataset: Dataset, config: EvaluationConfig) -> str:
+def _settings(dataset: Dataset, config: EvaluationConfig) -> list[Any]:
+    """What an evaluation depends on besides the model and its name."""
     base = [dataset_fingerprint(dataset, "test"), dataset_fingerprint(dataset, "dev"), config.rerank_depth,
             config.dev_depth, config.gap_queries, RERANK_METRICS, RETRIEVAL_METRICS, "hubness@10"]
     if config.model is None:
-        return fingerprint_obj([config.name, *base, "retrieval_dev"])
+        return [*base, "retrieval_dev"]
     if not isinstance(config.model, Path) or model_kind(config.model) == "dual_encoder":
         # only dual-encoders have these sections: a teacher's evaluation stays done
         base.append({"hybrid": HYBRID, "retrieval_dev": RETRIEVAL_METRICS})
+    return base
+
+
+def _fingerprint(dataset: Dataset, config: EvaluationConfig) -> str:
+    base = _settings(dataset, config)
+    if config.model is None:
+        return fingerprint_obj([config.name, *base])
     model = model_fingerprint(config.model) if isinstance(config.model, Path) else config.model
     return fingerprint_obj([config.name, model, *base])
+
+
+def _copy_runs(runs_dir: Path | None, source: str, name: str) -> None:
+    """The run files of evaluation ``source`` again under ``name``; re-rank and retrieval runs take the new
+    name as their tag, as written by the evaluation itself (the hybrid run's tag names its fusion)."""
+    if runs_dir is None:
+        return
+    for kind in ("rerank", "retrieval", "hybrid"):
+        src = runs_dir / f"test.{source}.{kind}.trec"
+        if not src.exists():
+            continue
+        lines = src.read_text().splitlines()
+        if kind != "hybrid":
+            lines = [line.rsplit(" ", 1)[0] + f" {name}" for line in lines]
+        (runs_dir / f"test.{name}.{kind}.trec").write_text("".join(f"{line}\n" for line in lines))
 
 
 def _load(model: Path | DualEncoderConfig | None,
