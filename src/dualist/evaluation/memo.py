@@ -35,6 +35,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dualist.data import Dataset
 
 __all__ = ["RerankMemo"]
@@ -52,7 +54,7 @@ class RerankMemo:
         self.hits = 0
         # evaluation files by model_key(model) + the evaluation's settings (dualist.stages.evaluation_stage):
         # a model with the weights of one evaluated before (a student that kept its start) takes its file
-        self.evaluations: dict[str, Any] = {}
+        self.evaluations: dict[str, tuple[Path, str]] = {}  # key -> (evaluation file, its name)
 
     def __len__(self) -> int:
         return len(self._runs)

@@ -92,7 +92,7 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
             return out
     markers.clear_done(out)
     earlier = rerank_memo.evaluations.get(same) if same is not None else None
-    if earlier is not None and Path(earlier[0]).exists():
+    if earlier is not None and earlier[0].exists():
         logger.info("%s has the weights of %s, evaluated before with these settings: its evaluation is reused",
                     config.name, earlier[1])
         res = {**read_json(earlier[0]), "key": config.name}
@@ -128,18 +128,17 @@ def _fingerprint(dataset: Dataset, config: EvaluationConfig) -> str:
 
 
 def _copy_runs(runs_dir: Path | None, source: str, name: str) -> None:
-    """The run files of evaluation ``source`` again under ``name``; re-rank and retrieval runs take the new
-    name as their tag, as written by the evaluation itself (the hybrid run's tag names its fusion)."""
+    """The run files of evaluation ``source`` again under ``name``, with the tags the evaluation itself
+    writes: the name for re-rank and retrieval runs, the fusion for the hybrid run (the scores read
+    back are the floats written, so the files differ from the source's in their tags alone)."""
+    from dualist.data import read_trec_run, write_trec_run
+
     if runs_dir is None:
         return
-    for kind in ("rerank", "retrieval", "hybrid"):
+    for kind, tag in (("rerank", name), ("retrieval", name), ("hybrid", f"hybrid-{HYBRID['method']}")):
         src = runs_dir / f"test.{source}.{kind}.trec"
-        if not src.exists():
-            continue
-        lines = src.read_text().splitlines()
-        if kind != "hybrid":
-            lines = [line.rsplit(" ", 1)[0] + f" {name}" for line in lines]
-        (runs_dir / f"test.{name}.{kind}.trec").write_text("".join(f"{line}\n" for line in lines))
+        if src.exists():
+            write_trec_run(read_trec_run(src), runs_dir / f"test.{name}.{kind}.trec", tag=tag)
 
 
 def _load(model: Path | DualEncoderConfig | None,
