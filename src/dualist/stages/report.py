@@ -59,7 +59,8 @@ def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Pat
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    models = [ModelResults(m.id, m.kind, tuple(read_json(p) for p in m.evaluations), m.probes) for m in config.models]
+    loaded = {p: read_json(p) for m in config.models for p in m.evaluations}  # read once: summary and selection
+    models = [ModelResults(m.id, m.kind, tuple(loaded[p] for p in m.evaluations), m.probes) for m in config.models]
     summary = summarize(models, seeds=config.seeds)
     diagnostics = _diagnostics(dataset, summary, out)
     timings = dict(config.timings)
@@ -73,7 +74,7 @@ def report_stage(dataset: Dataset, config: ReportConfig, out: str | Path) -> Pat
                          "text": "\n\n".join(t.text for t in summary.targets), "image": None, "table": None})
     sections += _diagnostic_sections(diagnostics, config)
     zeroshot = next((m.evaluations[0] for m in config.models if m.id == "zeroshot"), None)
-    selection = _selection_rows(config.trained, config.select_queries, zeroshot)
+    selection = _selection_rows(config.trained, config.select_queries, zeroshot, loaded)
     if selection:
         sel_columns = ["model", "chosen step", "steps", "dev nDCG@10", "kept start"]
         text = ("The step each model was taken at (dev nDCG@10 on the dev queries that choose checkpoints, "
@@ -113,25 +114,36 @@ HELD_OUT = (("rerank_dev", "held-out dev re-rank", "re-rank vs zero-shot (p)"),
 
 
 def _selection_rows(trained: tuple[tuple[str, Path] | tuple[str, Path, Path], ...],
-                    select_queries: tuple[str, ...] | None, zeroshot: Path | None) -> list[dict[str, Any]]:
+                    select_queries: tuple[str, ...] | None, zeroshot: Path | None,
+                    loaded: Mapping[Path, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Per trained model: the step its checkpoint was chosen at on dev, from its run's ``dualist.json``.
 
     Where the checkpoints were chosen on a sample of dev and the model's evaluation file is given, also its
     nDCG@10 on the other dev queries (re-rank, and retrieval for a dual-encoder), each against the zero-shot
     DE's on the same queries: the difference and a paired permutation test's p, as numbers
-    (``<section> vs zero-shot`` and ``<section> p``) and as one cell.
+    (``<section> vs zero-shot`` and ``<section> p``) and as one cell. ``loaded`` holds evaluation files
+    already read (by path); the others are read here.
     """
     from dualist._io import read_meta
     from dualist.evaluation import paired_test
 
-    base = {section: _held_out(zeroshot, section, select_queries) for section, _, _ in HELD_OUT}
+    def read(path: Path | None) -> Mapping[str, Any] | None:
+        if select_queries is None or path is None:
+            return None
+        if loaded is not None and path in loaded:
+            return loaded[path]
+        return read_json(path) if path.exists() else None
+
+    zeroshot_evaluation = read(zeroshot)
+    base = {section: _held_out(zeroshot_evaluation, section, select_queries) for section, _, _ in HELD_OUT}
     rows = []
     for label, folder, *evaluation in trained:
         meta = read_meta(folder) or {}
         row: dict[str, Any] = {"model": label, "chosen step": meta.get("best_step"), "steps": meta.get("steps"),
                                "dev nDCG@10": meta.get("best_metric"), "kept start": bool(meta.get("kept_start"))}
+        own_evaluation = read(evaluation[0]) if evaluation and any(base.values()) else None
         for section, mean_col, diff_col in HELD_OUT:
-            own = _held_out(evaluation[0], section, select_queries) if evaluation and base[section] else None
+            own = _held_out(own_evaluation, section, select_queries) if base[section] else None
             if own:
                 diff, p = paired_test(own, base[section])
                 row.update({"held-out dev queries": len(own), mean_col: float(np.mean(list(own.values()))),
@@ -140,13 +152,14 @@ def _selection_rows(trained: tuple[tuple[str, Path] | tuple[str, Path, Path], ..
     return rows
 
 
-def _held_out(evaluation: Path | None, section: str, select_queries: tuple[str, ...] | None,
+def _held_out(evaluation: Mapping[str, Any] | None, section: str, select_queries: tuple[str, ...] | None,
               ) -> dict[str, float] | None:
-    """Per-query nDCG@10 in ``section`` of the dev queries outside ``select_queries`` (None: no such
-    queries, or no such section, e.g. a cross-encoder's retrieval or an evaluation made before it existed)."""
-    if evaluation is None or select_queries is None or not evaluation.exists():
+    """Per-query nDCG@10 in ``section`` of an evaluation, for the dev queries outside ``select_queries``
+    (None: no evaluation, no such queries, or no such section, e.g. a cross-encoder's retrieval or an
+    evaluation made before it existed)."""
+    if evaluation is None or select_queries is None:
         return None
-    found = read_json(evaluation).get(section)
+    found = evaluation.get(section)
     if found is None:
         return None
     chosen = set(select_queries)
