@@ -46,8 +46,9 @@ class TrainConfig:
            "min_positive_grade-1) are never positives nor negatives (e.g. 2 on NFCorpus's graded train qrels: "
            "direct citations only)", fingerprint="if-set")
     in_batch_negatives: bool = opt(False, "also score every query against the other queries' documents "
-                                          "(dual-encoder only); with a distillation loss, adds in_batch_weight x "
-                                          "the one-hot loss over every column, own and in-batch")
+                                          "(dual-encoder only; under torchrun, every process's documents: cross-batch "
+                                          "negatives); with a distillation loss, adds in_batch_weight x the one-hot "
+                                          "loss over every column, own and in-batch")
     in_batch_weight: float = opt(1.0, "with in_batch_negatives and a distillation loss: weight of the added "
                                       "one-hot term", fingerprint="if-set")
     teacher_calibration: Literal["none", "fit"] = opt(
