@@ -133,24 +133,61 @@ def test_a_resumed_run_records_the_minutes_of_every_invocation_or_none(tmp_path,
     assert "minutes are unknown" in caplog.text
 
 
-def test_the_timings_log_keeps_the_finished_stages_of_every_invocation(tmp_path):
+def test_the_timings_log_keeps_every_stage_of_every_invocation(tmp_path):
+    """Every stage's seconds count, a failed one's too (a resumed stage reuses what it left: scoring
+    shards, finished students); each line says whether its stage finished."""
     from dualist.repro.plan import TIMINGS_LOG, _Timer, folder_seconds
 
-    assert folder_seconds(tmp_path) == (0.0, 0)
+    assert folder_seconds(tmp_path) == (0.0, 0, None)
     first = _Timer(tmp_path / TIMINGS_LOG)
     with first.stage("teacher training"):
         pass
     with pytest.raises(RuntimeError), first.stage("teacher scoring"):
-        raise RuntimeError("a stage that fails produced nothing to time")
+        time.sleep(0.02)
+        raise RuntimeError("a stage that fails still took its time")
     second = _Timer(tmp_path / TIMINGS_LOG)
     second.started = first.started + "-again"  # two invocations within one clock tick stay apart
     with second.stage("evaluation"):
         time.sleep(0.05)
-    lines = [json.loads(line) for line in (tmp_path / TIMINGS_LOG).read_text().splitlines()]
-    assert [x["stage"] for x in lines] == ["teacher training", "evaluation"]
-    assert "teacher scoring" in first.seconds  # the invocation's own table still shows it
-    seconds, invocations = folder_seconds(tmp_path)
-    assert invocations == 2 and seconds == pytest.approx(sum(x["seconds"] for x in lines)) and seconds >= 0.05
+    ends = [x for x in map(json.loads, (tmp_path / TIMINGS_LOG).read_text().splitlines()) if "seconds" in x]
+    assert [(x["stage"], x["finished"]) for x in ends] == [("teacher training", True), ("teacher scoring", False),
+                                                           ("evaluation", True)]
+    assert "teacher scoring" in first.seconds  # the invocation's own table shows it too
+    seconds, invocations, stopped = folder_seconds(tmp_path)
+    assert invocations == 2 and stopped is None and seconds >= 0.07
+    assert seconds == pytest.approx(sum(x["seconds"] for x in ends))
+
+
+def test_a_stage_stopped_without_a_trace_leaves_the_folder_minutes_unknown(tmp_path, caplog):
+    """A process killed during a stage (a machine stop, SIGKILL) writes no end line; its partial outputs
+    are resumed, so its unknown seconds belong to the folder: no total then, rather than a low one. The
+    invocation in progress (whose report stage is open while the total is taken) is not such a case."""
+    from dualist.repro.plan import FOLDER_TOTAL, TIMINGS_LOG, _Timer, _timings, folder_seconds
+
+    killed = _Timer(tmp_path / TIMINGS_LOG)
+    with killed.stage("teacher training"):
+        pass
+    stage = killed.stage("teacher scoring")
+    stage.__enter__()  # ... and the process dies here: no end line
+    assert folder_seconds(tmp_path)[2] == "teacher scoring"
+    assert folder_seconds(tmp_path, current=killed.started)[2] is None
+    resumed = _Timer(tmp_path / TIMINGS_LOG)
+    resumed.started = killed.started + "-again"
+    with resumed.stage("teacher scoring"):
+        pass
+    with resumed.stage("diagnostics and report"), caplog.at_level("WARNING"):
+        timings = _timings(resumed, tmp_path, resumed=True)
+    assert FOLDER_TOTAL not in timings and "teacher scoring" in timings
+    assert "stopped during its teacher scoring stage" in caplog.text
+
+
+def test_a_log_without_start_lines_still_gives_its_total(tmp_path):
+    """Folders logged before start lines existed (one line per finished stage) keep their total."""
+    from dualist.repro.plan import TIMINGS_LOG, folder_seconds
+
+    (tmp_path / TIMINGS_LOG).write_text('{"invocation": "a", "stage": "teacher training", "seconds": 3.0}\n'
+                                        '{"invocation": "b", "stage": "evaluation", "seconds": 2.5}\n')
+    assert folder_seconds(tmp_path) == (5.5, 2, None)
 
 
 def test_record_keeps_hybrid_and_hubness_and_checks_counts_as_shares(tmp_path):

@@ -197,15 +197,16 @@ def record_entry(results: dict[str, Any], path: str | Path | None = None, *, dat
         cond["override"] = list(settings["override"])
     cond["command"] = condition_command(cond)
     # a run that resumed a work folder is timed over all the invocations that built it (the folder's
-    # timings.jsonl); one whose earlier invocations were not logged has no honest figure and gets none
+    # timings.jsonl); one whose earlier invocations were not logged, or one of which was killed during a
+    # stage (its seconds unknown), has no honest figure and gets none
     timings = results["timings"]
     if not settings.get("resumed work folder"):
         cond["wall_minutes"] = round(timings["total"] / 60, 1)
     elif FOLDER_TOTAL in timings:
         cond["resumed_run_minutes"] = round(timings[FOLDER_TOTAL] / 60, 1)
     else:
-        logger.warning("--record: the work folder's earlier invocations left no %s, so the run's minutes are "
-                       "unknown and not recorded", TIMINGS_LOG)
+        logger.warning("--record: the work folder's earlier invocations left no complete %s (none, or one "
+                       "killed during a stage), so the run's minutes are unknown and not recorded", TIMINGS_LOG)
     cond.update({"dualist_version": results["version"], "expected": expected})
     if note:
         cond["note"] = note

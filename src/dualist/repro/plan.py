@@ -80,7 +80,7 @@ class ReproArgs:
                               "seed count and losses; the run's "
                               "minutes go in wall_minutes or, when it continued an earlier work folder, in "
                               "resumed_run_minutes: the minutes of every invocation that built that folder (its "
-                              "timings.jsonl)")
+                              "timings.jsonl; none when one was killed during a stage)")
 
 
 @dataclass(frozen=True)
@@ -100,13 +100,14 @@ class StudentRun:
         return f"{self.loss}-s{self.index}"
 
 
-TIMINGS_LOG = "timings.jsonl"  # in the work folder: one line per finished stage of every invocation
+TIMINGS_LOG = "timings.jsonl"  # in the work folder: a line when a stage starts and one when it ends, every invocation
 FOLDER_TOTAL = "work folder, all invocations"  # the timings key of that log's total, for --record
 
 
 class _Timer:
-    """Stage wall times of this invocation, each also appended to the work folder's ``timings.jsonl``, so a
-    run resumed over several invocations still knows what its outputs cost (:func:`folder_seconds`)."""
+    """Stage wall times of this invocation, each also appended to the work folder's ``timings.jsonl`` (a
+    line at the stage's start, one with its seconds at its end), so a run resumed over several invocations
+    still knows what its outputs cost (:func:`folder_seconds`)."""
 
     def __init__(self, log: Path | None = None) -> None:
         self.seconds: dict[str, float] = {}
@@ -117,6 +118,7 @@ class _Timer:
     def stage(self, name: str) -> Iterator[None]:
         logger.info("== stage: %s", name)
         t0 = time.time()
+        self._append({"invocation": self.started, "stage": name, "started": True})
         finished = False
         try:
             yield
@@ -125,19 +127,32 @@ class _Timer:
             took = time.time() - t0
             self.seconds[name] = self.seconds.get(name, 0.0) + took
             logger.info("== stage %s took %.1fs", name, took)
-            if finished and self.log is not None:  # a stage that failed produced nothing to time
-                append_jsonl(self.log, [{"invocation": self.started, "stage": name, "seconds": round(took, 3)}])
+            # a failed (or interrupted) stage counts too: a resumed stage reuses what it left behind
+            self._append({"invocation": self.started, "stage": name, "seconds": round(took, 3),
+                          "finished": finished})
+
+    def _append(self, line: dict[str, Any]) -> None:
+        if self.log is not None:
+            append_jsonl(self.log, [line])
 
 
-def folder_seconds(work: Path) -> tuple[float, int]:
-    """Seconds of every stage ever finished in ``work`` (all invocations; a stage that failed or was killed
-    mid-way is not counted) and the number of invocations, from its ``timings.jsonl``; ``(0.0, 0)``
-    without one."""
+def folder_seconds(work: Path, *, current: str | None = None) -> tuple[float, int, str | None]:
+    """``(seconds, invocations, stopped)`` of ``work``'s ``timings.jsonl``: the seconds of every stage that
+    ended in any invocation (failed ones included), the number of invocations, and a stage that an
+    invocation other than ``current`` started and never ended (a process killed mid-stage, whose seconds
+    are unknown), or None. ``(0.0, 0, None)`` without a log; a log written before start lines existed
+    has no such stage."""
     path = work / TIMINGS_LOG
     if not path.is_file():
-        return 0.0, 0
+        return 0.0, 0, None
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return sum(float(x["seconds"]) for x in lines), len({x["invocation"] for x in lines})
+    open_stages: dict[tuple[str, str], int] = {}
+    for x in lines:
+        if x["invocation"] != current:
+            key = (x["invocation"], x["stage"])
+            open_stages[key] = open_stages.get(key, 0) + (1 if x.get("started") else -1 if "seconds" in x else 0)
+    stopped = next((stage for (_, stage), n in open_stages.items() if n > 0), None)
+    return sum(float(x["seconds"]) for x in lines if "seconds" in x), len({x["invocation"] for x in lines}), stopped
 
 
 def resolve_profile(args: ReproArgs) -> Profile:
@@ -257,9 +272,14 @@ def _timings(timer: _Timer, work: Path, resumed: bool) -> dict[str, float]:
     """This invocation's stage seconds and, for a resumed folder whose earlier invocations were logged, the
     seconds of all of them (``FOLDER_TOTAL``): what ``--record`` reports as the run's minutes."""
     timings = dict(timer.seconds)
-    seconds, invocations = folder_seconds(work)
+    seconds, invocations, stopped = folder_seconds(work, current=timer.started)
     if resumed and invocations > 1:
-        timings[FOLDER_TOTAL] = seconds
+        if stopped is None:
+            timings[FOLDER_TOTAL] = seconds
+        else:
+            logger.warning("an earlier invocation was stopped during its %s stage without logging its end "
+                           "(%s), so the minutes that built this work folder are unknown: --record writes none",
+                           stopped, TIMINGS_LOG)
     return timings
 
 
