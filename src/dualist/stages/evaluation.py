@@ -75,7 +75,8 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
     that kept its start: the zero-shot DE) takes that evaluation under its own name, run files included.
     """
     out = Path(out)
-    fp = _fingerprint(dataset, config)
+    settings = _settings(dataset, config)
+    fp = _fingerprint(config, settings)
     done = markers.is_done(out, fp)
     if done and (rerank_memo is None or config.model is None
                  or (isinstance(config.model, Path) and model_kind(config.model) != "dual_encoder")):
@@ -86,7 +87,7 @@ def evaluation_stage(dataset: Dataset, config: EvaluationConfig, out: str | Path
         # a model with the weights of one evaluated before with these settings (a student that kept its
         # start is the zero-shot DE) takes that evaluation: the same figures, under its own name
         inputs = [str(p) for p in (config.test_candidates, config.dev_candidates, config.train_candidates)]
-        same = f"{rerank_memo.model_key(model)}:{fingerprint_obj([*_settings(dataset, config), inputs])}"
+        same = f"{rerank_memo.model_key(model)}:{fingerprint_obj([*settings, inputs])}"
         if done:
             rerank_memo.evaluations.setdefault(same, (out, config.name))
             return out
@@ -119,12 +120,12 @@ def _settings(dataset: Dataset, config: EvaluationConfig) -> list[Any]:
     return base
 
 
-def _fingerprint(dataset: Dataset, config: EvaluationConfig) -> str:
-    base = _settings(dataset, config)
+def _fingerprint(config: EvaluationConfig, settings: list[Any]) -> str:
+    """The evaluation file's fingerprint: its name, the model and ``settings`` (:func:`_settings`)."""
     if config.model is None:
-        return fingerprint_obj([config.name, *base])
+        return fingerprint_obj([config.name, *settings])
     model = model_fingerprint(config.model) if isinstance(config.model, Path) else config.model
-    return fingerprint_obj([config.name, model, *base])
+    return fingerprint_obj([config.name, model, *settings])
 
 
 def _copy_runs(runs_dir: Path | None, source: str, name: str) -> None:
