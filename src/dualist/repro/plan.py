@@ -59,9 +59,10 @@ class ReproArgs:
                                   "downloaded into the cache when online)")
     data_root: str = opt("", "folder holding BEIR datasets by name (default: $DUALIST_DATA_ROOT, if set)")
     profile: Literal["quick", "full"] = opt("quick", "budget: quick (every row and plot at smoke scale; "
-                                                     "on SciFact, 15 min on 2 AVX-512 CPU cores, 19-23 on 2 "
-                                                     "AVX2-only ones) or full (about 65 min on SciFact and 55 on NFCorpus on "
-                                                     "2 AVX-512 cores)")
+                                                     "on SciFact, 15 min on 2 AVX-512 CPU cores, 18-23 on 2 "
+                                                     "AVX2-only ones) or full (on SciFact about 2 h with three "
+                                                     "students on 2 AVX2-only cores, most of it the teacher's "
+                                                     "training and its re-ranking of the test candidates)")
     out: str = opt("", "work folder (default: repro/<dataset>-<profile>)")
     seeds: int = opt(1, "train every student with this many seeds; >1 reports mean ± std and a paired "
                         "significance test against the one-hot DE")
