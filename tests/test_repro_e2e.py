@@ -533,3 +533,38 @@ def test_a_selection_override_reaches_teacher_and_students_and_is_off_by_default
     assert students == [value] * 3 and getattr(_teacher(prof, args, cands, samples).train, key) == value
     plain = resolve_profile(ReproArgs())
     assert getattr(plain, key) == default and getattr(_teacher(plain, ReproArgs(), cands, samples).train, key) == default
+
+
+def test_pseudo_queries_are_scored_by_the_teacher_and_trained_on_by_the_distilled_students(repro, tiny_beir, tiny_bert,
+                                                                                            tmp_path):
+    from dualist._io import read_json
+    from dualist.data import load_beir, read_trec_run
+    from dualist.training import TeacherScores
+
+    base, _ = repro
+    out = tmp_path / "pseudo"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override",
+                 TINY + ",pseudo_queries=6", "--losses", "onehot,kl", "--out", str(out)]) == 0
+    ds = load_beir(tiny_beir)
+    pseudo = TeacherScores.load(out / "scores" / "pseudo.teacher.parquet").as_dict()
+    assert len(pseudo) == 6 and all(q.startswith("pseudo-") for q in pseudo)
+    for qid, docs in pseudo.items():  # its own document (the positive) and its BM25 top score_depth
+        source = qid[len("pseudo-"):].rsplit("-", 1)[0]
+        assert source in docs and set(docs) - {source} <= set(read_trec_run(out / "runs" / "pseudo.bm25.trec")[qid])
+        assert len(docs) >= 8
+    combined = TeacherScores.load(out / "scores" / "train+pseudo.teacher.parquet").as_dict()
+    train = TeacherScores.load(out / "scores" / "train.teacher.parquet").as_dict()
+    assert combined == {**train, **pseudo}
+    assert set(read_trec_run(out / "runs" / "train+pseudo.trec")) == set(train) | set(pseudo)
+    assert not set(pseudo) & set(ds.queries)  # the dataset itself is untouched
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["unjudged training queries"] == "6 corpus sentences, trained on by the distilled students"
+    # the distilled student trained on the joined candidates; the one-hot DE is the run without them
+    meta = lambda loss: read_json(out / "models" / f"student-{loss}-s13" / "dualist.json")  # noqa: E731
+    assert meta("kl")["resolved"]["steps_per_epoch"] > meta("onehot")["resolved"]["steps_per_epoch"]
+    assert meta("kl")["inputs"]["teacher_scores"] == TeacherScores.load(
+        out / "scores" / "train+pseudo.teacher.parquet").fingerprint
+    def done(folder):
+        return read_json(folder / "models" / "student-onehot-s13" / ".done.json")["fingerprint"]
+
+    assert done(out) == done(base)

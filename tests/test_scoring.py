@@ -173,3 +173,30 @@ def test_max_positives_scores_the_best_graded_first_and_a_cap_that_removes_nothi
         score_candidates(FakeTeacher(), ds, "train", run, out, depth=1, max_positives=2)
     capped = score_candidates(FakeTeacher(), ds, "train", run, tmp_path / "c.parquet", depth=1, max_positives=2)
     assert ("q1", "d2") not in capped and ("q1", "d3") in capped and len(capped) == 5
+
+
+def test_combine_scores_joins_caches_of_one_teacher_and_refuses_two_teachers(tiny_train, tmp_path):
+    from dualist.errors import ConfigError
+    from dualist.training import combine_scores
+
+    ds, run = tiny_train
+    qids = sorted(run)
+    first = {q: run[q] for q in qids[:5]}
+    second = {q: run[q] for q in qids[5:9]}
+    a = score_candidates(FakeTeacher(), ds, "train", first, tmp_path / "a.parquet", depth=3)
+    b = score_candidates(FakeTeacher(), ds, "train", second, tmp_path / "b.parquet", depth=3)
+    both = combine_scores([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "ab.parquet", split="train")
+    assert both.as_dict() == {**a.as_dict(), **b.as_dict()} and len(both) == len(a) + len(b)
+    assert TeacherScores.load(tmp_path / "ab.parquet").as_dict() == both.as_dict()
+    assert both.meta["split"] == "train" and both.meta["depth"] == 3 and both.meta["pairs"] == len(both)
+    # its fingerprint follows its parts: another second part gives another one
+    c = score_candidates(FakeTeacher(), ds, "train", {q: run[q] for q in qids[5:10]}, tmp_path / "c.parquet", depth=3)
+    assert c.fingerprint != b.fingerprint
+    ac = combine_scores([tmp_path / "a.parquet", tmp_path / "c.parquet"], tmp_path / "ac.parquet", split="train")
+    assert ac.fingerprint != both.fingerprint
+    # a pair in both parts keeps the first part's score
+    overlap = combine_scores([tmp_path / "c.parquet", tmp_path / "b.parquet"], tmp_path / "cb.parquet", split="train")
+    assert overlap.as_dict() == c.as_dict()
+    score_candidates(FakeTeacher("v2"), ds, "train", second, tmp_path / "v2.parquet", depth=3)
+    with pytest.raises(ConfigError, match="different teachers"):
+        combine_scores([tmp_path / "a.parquet", tmp_path / "v2.parquet"], tmp_path / "x.parquet", split="train")

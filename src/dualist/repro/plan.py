@@ -9,7 +9,9 @@ interrupted run continues where it stopped and a changed setting recomputes only
    ``mined_negatives``, dense hard negatives replace BM25's training candidates; with ``teacher_folds``,
    fold-teachers for cross-fitted scores;
 3. teacher scores for the training candidates (cached, resumable); with ``teacher_bm25``, the BM25
-   weight of the teacher + BM25 ensemble that the distilled students learn from, chosen on dev;
+   weight of the teacher + BM25 ensemble that the distilled students learn from, chosen on dev; with
+   ``pseudo_queries``, corpus sentences as unjudged training queries, their BM25 candidates scored by
+   the teacher, for the distilled students (and, with ``pseudo_onehot``, the one-hot DE);
 4. dual-encoder students from the same starting weights and budget: one-hot and each distillation loss;
 5. evaluation of BM25, the zero-shot starting DE, the teacher and every student: re-rank mode
    (BM25 top-K; MRR@10, nDCG@10) and, for dual-encoders, retrieval mode (nDCG@10, Recall@100) and
@@ -239,6 +241,10 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         with timer.stage("bm25 weight"):
             ensemble = _bm25_weight(ds, prof, work, teacher, cands, samples)
     bm25_weight = float(ensemble["weight"]) if ensemble else 0.0
+    pseudo: Pseudo | None = None
+    if prof.pseudo_queries > 0:
+        with timer.stage("pseudo queries"):
+            pseudo = _pseudo(ds, prof, args, work, teacher, scores, train_cands, samples)
     # Students trained with frozen bottom layers share them with each other and with their zero-shot
     # start: a text goes through those layers once for every student's training, dev evaluations and
     # test evaluation (a speed setting: results equal within float rounding).
@@ -248,9 +254,12 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
         for s in range(args.seeds):
             for loss in args.losses:
                 run = StudentRun(loss, s, args.seed + s)
-                students[run] = stages.student_stage(
-                    ds, _student(prof, args, {**cands, "train": train_cands}, samples, run, scores, bm25_weight),
-                    work / "models" / run.folder, probes=[probe], prefix_cache=shared, rerank_memo=memo)
+                config = _student(prof, args, {**cands, "train": train_cands}, samples, run, scores, bm25_weight)
+                student_ds = ds
+                if pseudo is not None and (requires_teacher(loss) or prof.pseudo_onehot):
+                    student_ds, config = pseudo.dataset, pseudo.student(config)
+                students[run] = stages.student_stage(student_ds, config, work / "models" / run.folder,
+                                                     probes=[probe], prefix_cache=shared, rerank_memo=memo)
     with timer.stage("evaluation"):
         evaluated = _evaluate(ds, prof, args, work, cands, teacher, students, shared, memo)
     with timer.stage("diagnostics and report"):
@@ -258,7 +267,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
             title=f"dualist reproduction: {name} ({prof.name} profile)", models=evaluated,
             results_path=work / "results.json", seeds=args.seeds, gap_queries=prof.gap_queries,
             notes=(prof.notes,) if prof.notes else (),
-            settings=_settings(ds, name, prof, args, samples, resumed, ensemble, agreement),
+            settings=_settings(ds, name, prof, args, samples, resumed, ensemble, agreement, pseudo),
             timings=_timings(timer, work, resumed), started_at=t_start, header={"dataset": name, "profile": prof.name},
             trained=_trained(work, args, students), select_queries=samples.select_ids),
             work / "report")
@@ -308,6 +317,50 @@ def _mined(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, teacher: Pat
     train_run = {q: mined[q] for q in samples.train_run if mined.get(q)}
     logger.info("mined negatives for %d of %d training queries", len(train_run), len(samples.train_run))
     return path, dataclasses.replace(samples, train_run=train_run, mined=True)
+
+
+@dataclass(frozen=True)
+class Pseudo:
+    """The unjudged corpus-sentence queries (``pseudo_queries``) and what the students that use them read:
+    the dataset with them added to ``train``, the training candidates and teacher scores with theirs."""
+
+    dataset: Dataset
+    candidates: Path
+    scores: Path
+    train_queries: tuple[str, ...] | None  # None: every query of the candidates, as without them
+
+    def student(self, config: StudentConfig) -> StudentConfig:
+        return dataclasses.replace(config, candidates=self.candidates, train_queries=self.train_queries,
+                                   teacher_scores=self.scores if config.teacher_scores is not None else None)
+
+
+def _pseudo(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, teacher: Path, scores: Path,
+            train_cands: Path, samples: Samples) -> Pseudo:
+    """``pseudo_queries`` corpus sentences as training queries: BM25 candidates over the corpus, the
+    teacher's scores of their top ``score_depth`` (queries it never trained on), both joined to the
+    training queries' (``runs/train+pseudo.trec``, ``scores/train+pseudo.teacher.parquet``)."""
+    from dualist import stages
+    from dualist.data import read_trec_run, write_trec_run
+    from dualist.data.pseudo import sentence_queries
+    from dualist.training import combine_scores
+
+    queries, qrels = sentence_queries(ds.corpus, prof.pseudo_queries, seed=args.seed, grade=samples.min_grade)
+    logger.info("%d corpus sentences as unjudged training queries (%d asked for)", len(queries), prof.pseudo_queries)
+    aug = stages.with_queries(ds, ("train", "pseudo"), queries, qrels)
+    pseudo_cands = stages.candidates_stage(aug, stages.CandidatesConfig("pseudo", prof.candidates_k),
+                                           work / "runs" / "pseudo.bm25.trec")
+    pseudo_scores = stages.scores_stage(aug, stages.ScoresConfig(
+        teacher=teacher, candidates=pseudo_cands, split="pseudo", depth=prof.score_depth,
+        batch_size=prof.batch_size_infer, force=True), work / "scores" / "pseudo.teacher.parquet")
+    assert pseudo_scores is not None  # unsharded: the whole cache
+    train_run = read_trec_run(train_cands)
+    joined = {**{q: train_run[q] for q in samples.train_run if q in train_run}, **read_trec_run(pseudo_cands)}
+    candidates = work / "runs" / "train+pseudo.trec"
+    write_trec_run(joined, candidates)
+    combined = work / "scores" / "train+pseudo.teacher.parquet"
+    combine_scores([scores, pseudo_scores], combined, split="train")
+    train_ids = None if samples.train_ids is None else (*samples.train_ids, *sorted(queries))
+    return Pseudo(aug, candidates, combined, train_ids)
 
 
 def _bm25_weight(ds: Dataset, prof: Profile, work: Path, teacher: Path, cands: dict[str, Path],
@@ -450,7 +503,8 @@ def _targets_setting(ensemble: dict[str, Any] | None) -> str:
 
 
 def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: Samples,
-              resumed: bool, ensemble: dict[str, Any] | None = None, agreement: str = "") -> dict[str, Any]:
+              resumed: bool, ensemble: dict[str, Any] | None = None, agreement: str = "",
+              pseudo: Pseudo | None = None) -> dict[str, Any]:
     from dualist.stages.evaluation import HYBRID
 
     carved = getattr(ds, "carved_dev", None)
@@ -473,6 +527,9 @@ def _settings(ds: Dataset, name: str, prof: Profile, args: ReproArgs, samples: S
         "positive grade": f">= {samples.min_grade}",
         "distillation targets": _targets_setting(ensemble),
         "teacher vs labels (training candidates)": agreement or "not computed",
+        "unjudged training queries": (f"{len(pseudo.dataset.queries_for('pseudo'))} corpus sentences, trained on by "
+                                      f"the distilled students{' and the one-hot DE' if prof.pseudo_onehot else ''}"
+                                      if pseudo is not None else "none"),
         "resumed work folder": resumed}
     if args.override:
         settings["override"] = list(args.override)

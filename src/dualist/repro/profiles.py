@@ -75,6 +75,11 @@ class Profile:
                                     # this far (teacher units) above the query's best negative (None: off)
     in_batch: bool = True           # every student also trains against the other queries' documents
     in_batch_weight: float = 1.0    # weight of the one-hot in-batch term added to a distillation loss
+    pseudo_queries: int = 0         # > 0: distilled students also train on this many unjudged queries, each a
+                                    # sentence of a different corpus document (dualist.data.pseudo), its BM25
+                                    # top-score_depth scored by the teacher, its own document the positive
+    pseudo_onehot: bool = False     # the one-hot student trains on those queries too (their own document the
+                                    # label): the control that tells the teacher's part from the queries'
     # bookkeeping
     probe_every: int = 20
     batch_size_infer: int = 64

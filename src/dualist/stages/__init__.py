@@ -36,7 +36,7 @@ from dualist.stages.ensemble import BM25WeightConfig, bm25_weight_stage
 from dualist.stages.evaluation import (RERANK_METRICS, RETRIEVAL_METRICS, EvaluationConfig, evaluation_stage,
                                        run_evaluate, run_hybrid, run_rerank, run_retrieve)
 from dualist.stages.inputs import (dataset_fingerprint, graded_train_qrels, load_dataset, load_model,
-                                   model_fingerprint, model_kind, resolve_dataset, split_queries)
+                                   model_fingerprint, model_kind, resolve_dataset, split_queries, with_queries)
 from dualist.stages.markers import clear_done, is_done, mark_done, marker_path
 from dualist.stages.mining import MineConfig, mine_stage
 from dualist.stages.report import EvaluatedModel, ReportConfig, report_stage
@@ -54,7 +54,7 @@ __all__ = [
     "EvaluatedModel", "ReportConfig", "report_stage",
     "dev_eval_fn", "training_probe",
     "load_dataset", "resolve_dataset", "graded_train_qrels", "dataset_fingerprint", "load_model", "model_kind",
-    "model_fingerprint", "split_queries",
+    "model_fingerprint", "split_queries", "with_queries",
     "marker_path", "is_done", "clear_done", "mark_done",
     "run_rerank", "run_retrieve", "run_hybrid", "run_evaluate",
 ]

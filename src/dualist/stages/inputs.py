@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -11,8 +12,8 @@ from dualist._io import fingerprint_files, fingerprint_obj, read_json, read_meta
 from dualist.data import Dataset
 from dualist.errors import ConfigError
 
-__all__ = ["resolve_dataset", "load_dataset", "graded_train_qrels", "dataset_fingerprint", "model_kind",
-           "load_model", "model_fingerprint", "split_queries"]
+__all__ = ["resolve_dataset", "load_dataset", "graded_train_qrels", "dataset_fingerprint", "with_queries",
+           "model_kind", "load_model", "model_fingerprint", "split_queries"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,33 @@ def load_dataset(data: str | Path, *, dev_fraction: float | None = None, seed: i
         logger.info("carved a dev split of %d queries from train (fraction %.2f, seed %d)",
                     len(dev), dev_fraction, seed)
     return ds
+
+
+def with_queries(dataset: Dataset, splits: tuple[str, ...], queries: dict[str, str],
+                 qrels: dict[str, dict[str, int]]) -> Dataset:
+    """A copy of ``dataset`` whose ``splits`` also hold ``queries`` judged by ``qrels`` (e.g. the corpus
+    sentences of :func:`dualist.data.pseudo.sentence_queries`, added to ``train`` and to a split of their
+    own); a split is created where absent.
+
+    Its fingerprint counts the added queries' texts, which the dataset's files do not hold; the
+    original is untouched (the stages given it keep their fingerprints).
+    """
+    clash = sorted(set(queries) & set(dataset.queries))
+    if clash:
+        raise ConfigError(f"{len(clash)} added query id(s) already name queries of {dataset.name!r}, e.g. {clash[:3]}")
+    unjudged = sorted(set(queries) ^ set(qrels))
+    if unjudged:
+        raise ConfigError(f"every added query needs judgements and every judgement a query; these do not: "
+                          f"{unjudged[:3]}")
+    new = dataclasses.replace(dataset, queries={**dataset.queries, **queries},
+                              qrels={**dataset.qrels, **{split: {**dataset.qrels.get(split, {}), **qrels}
+                                                         for split in splits}})
+    for key, value in vars(dataset).items():  # what loading attached (the carved dev split's settings)
+        if key not in new.__dict__:
+            setattr(new, key, value)
+    base = fingerprint_obj([dataset_fingerprint(dataset), sorted(queries.items())])
+    new._fingerprint = base  # type: ignore[attr-defined]
+    return new
 
 
 def graded_train_qrels(data: str | Path) -> Path | None:

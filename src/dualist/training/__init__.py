@@ -5,7 +5,8 @@
   accumulation, clipping, autocast, checkpoints, exact resume, best-checkpoint selection, probes).
 - :func:`lr_at` — the learning-rate schedule, a pure function of the step.
 - :class:`ExampleSource`, :class:`Batch` — training examples (query, positive, N negatives) per epoch.
-- :func:`score_candidates`, :class:`TeacherScores` — the resumable, fingerprinted teacher score cache.
+- :func:`score_candidates`, :class:`TeacherScores` — the resumable, fingerprinted teacher score cache;
+  :func:`combine_scores` joins several caches of one teacher.
 - :func:`train_teacher`, :func:`train_student` — the two training stages of docs/architecture.md §1.
 """
 
@@ -16,7 +17,7 @@ from dualist.training.examples import Batch, ExampleSource, TrainingExample, col
 from dualist.training.checkpoints import latest_checkpoint
 from dualist.training.loop import TrainResult, train_loop
 from dualist.training.schedule import lr_at, warmup_steps_for
-from dualist.training.scoring import MissingScoreError, TeacherScores, candidate_pairs, score_candidates
+from dualist.training.scoring import MissingScoreError, TeacherScores, candidate_pairs, combine_scores, score_candidates
 from dualist.training.student import student_step, train_student
 from dualist.training.teacher import teacher_step, train_teacher
 
@@ -35,6 +36,7 @@ __all__ = [
     "TeacherScores",
     "MissingScoreError",
     "score_candidates",
+    "combine_scores",
     "candidate_pairs",
     "train_teacher",
     "teacher_step",

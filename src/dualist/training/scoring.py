@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ from dualist.distributed import barrier, init_process_group, shard_range, world
 from dualist.errors import DualistError, StaleArtifactError
 from dualist.training.checkpoints import file_umask
 
-__all__ = ["TeacherScores", "MissingScoreError", "score_candidates", "candidate_pairs", "teacher_fingerprint"]
+__all__ = ["TeacherScores", "MissingScoreError", "score_candidates", "combine_scores", "candidate_pairs",
+           "teacher_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +296,41 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
                     index, count, out_path, len(missing), len(shard_paths))
         return None
     _merge(shard_paths, meta, out_path, parts)
+    return TeacherScores.load(out_path)
+
+
+def combine_scores(paths: Sequence[str | Path], out_path: str | Path, *, split: str) -> TeacherScores:
+    """One cache of every pair in the caches at ``paths`` (e.g. a split's scores and those of the queries
+    added to it), for training on ``split``; all must come from the same teacher.
+
+    Its fingerprint is made from theirs, so a student trained on it is retrained when any part changes.
+    A pair held by two caches keeps the first one's score.
+    """
+    import pyarrow as pa
+
+    from dualist.errors import ConfigError
+
+    parts = [TeacherScores.load(p) for p in paths]
+    teachers = {part.meta.get("teacher") for part in parts}
+    if len(teachers) != 1:
+        raise ConfigError(f"combine_scores: {', '.join(map(str, paths))} were scored by different teachers")
+    depths = {part.meta.get("depth") for part in parts}
+    meta = {"teacher": teachers.pop(), "candidates": fingerprint_obj([p.meta.get("candidates") for p in parts]),
+            "depth": depths.pop() if len(depths) == 1 else None,
+            "positives": fingerprint_obj([p.meta.get("positives") for p in parts]), "split": split,
+            "parts": [str(p) for p in paths]}
+    combined: dict[str, dict[str, float]] = {}
+    for part in parts:
+        for q, docs in part.as_dict().items():
+            held = combined.setdefault(q, {})
+            for d, score in docs.items():
+                held.setdefault(d, score)
+    rows = [(q, d, score) for q, docs in combined.items() for d, score in docs.items()]
+    meta["pairs"] = len(rows)
+    table = pa.table({"qid": [r[0] for r in rows], "did": [r[1] for r in rows],
+                      "score": pa.array([r[2] for r in rows], type=pa.float32())})
+    _write_parquet(table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), Path(out_path))
+    logger.info("wrote %s: %d teacher scores from %d caches", out_path, len(rows), len(parts))
     return TeacherScores.load(out_path)
 
 
