@@ -535,16 +535,15 @@ def test_a_selection_override_reaches_teacher_and_students_and_is_off_by_default
     assert getattr(plain, key) == default and getattr(_teacher(plain, ReproArgs(), cands, samples).train, key) == default
 
 
-def test_pseudo_queries_are_scored_by_the_teacher_and_trained_on_by_the_distilled_students(repro, tiny_beir, tiny_bert,
-                                                                                            tmp_path):
+def test_pseudo_queries_are_scored_by_the_teacher_and_trained_on_by_the_distilled_students(tiny_beir, tiny_bert,
+                                                                                            tmp_path, caplog):
     from dualist._io import read_json
     from dualist.data import load_beir, read_trec_run
     from dualist.training import TeacherScores
 
-    base, _ = repro
     out = tmp_path / "pseudo"
-    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override",
-                 TINY + ",pseudo_queries=6", "--losses", "onehot,kl", "--out", str(out)]) == 0
+    argv = ["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--losses", "onehot,kl", "--out", str(out)]
+    assert main([*argv, "--override", TINY + ",pseudo_queries=6"]) == 0
     ds = load_beir(tiny_beir)
     pseudo = TeacherScores.load(out / "scores" / "pseudo.teacher.parquet").as_dict()
     assert len(pseudo) == 6 and all(q.startswith("pseudo-") for q in pseudo)
@@ -559,12 +558,18 @@ def test_pseudo_queries_are_scored_by_the_teacher_and_trained_on_by_the_distille
     assert not set(pseudo) & set(ds.queries)  # the dataset itself is untouched
     settings = json.loads((out / "results.json").read_text())["settings"]
     assert settings["unjudged training queries"] == "6 corpus sentences, trained on by the distilled students"
-    # the distilled student trained on the joined candidates; the one-hot DE is the run without them
+    # the distilled student trained on the joined candidates; the one-hot DE is the one of a run without them
     meta = lambda loss: read_json(out / "models" / f"student-{loss}-s13" / "dualist.json")  # noqa: E731
     assert meta("kl")["resolved"]["steps_per_epoch"] > meta("onehot")["resolved"]["steps_per_epoch"]
     assert meta("kl")["inputs"]["teacher_scores"] == TeacherScores.load(
         out / "scores" / "train+pseudo.teacher.parquet").fingerprint
-    def done(folder):
-        return read_json(folder / "models" / "student-onehot-s13" / ".done.json")["fingerprint"]
-
-    assert done(out) == done(base)
+    caplog.clear()
+    caplog.set_level("INFO")
+    assert main([*argv, "--override", TINY]) == 0
+    assert "student onehot (seed 13) up to date" in caplog.text
+    assert "student kl (seed 13) up to date" not in caplog.text
+    plain = meta("onehot")["resolved"]["steps_per_epoch"]
+    # the control: with pseudo_onehot the one-hot DE trains on them too
+    assert main([*argv, "--override", TINY + ",pseudo_queries=6,pseudo_onehot=true"]) == 0
+    assert meta("onehot")["resolved"]["steps_per_epoch"] == meta("kl")["resolved"]["steps_per_epoch"] > plain
+    assert meta("onehot")["inputs"]["candidates"] == meta("kl")["inputs"]["candidates"]
