@@ -573,3 +573,17 @@ def test_pseudo_queries_are_scored_by_the_teacher_and_trained_on_by_the_distille
     assert main([*argv, "--override", TINY + ",pseudo_queries=6,pseudo_onehot=true"]) == 0
     assert meta("onehot")["resolved"]["steps_per_epoch"] == meta("kl")["resolved"]["steps_per_epoch"] > plain
     assert meta("onehot")["inputs"]["candidates"] == meta("kl")["inputs"]["candidates"]
+
+
+def test_pseudo_queries_join_cross_fitted_scores(tiny_beir, tiny_bert, tmp_path):
+    """Fold-teachers score the judged queries, the teacher the sentences that none of them saw."""
+    from dualist.training import TeacherScores
+
+    out = tmp_path / "folds-pseudo"
+    assert main(["repro", "--dataset", str(tiny_beir), "--model", str(tiny_bert), "--override",
+                 TINY + ",teacher_folds=2,pseudo_queries=4", "--losses", "kl", "--out", str(out)]) == 0
+    folds = TeacherScores.load(out / "scores" / "train.teacher.parquet")
+    pseudo = TeacherScores.load(out / "scores" / "pseudo.teacher.parquet")
+    assert folds.meta["teacher"] != pseudo.meta["teacher"] and len(pseudo.as_dict()) == 4
+    combined = TeacherScores.load(out / "scores" / "train+pseudo.teacher.parquet")
+    assert combined.as_dict() == {**folds.as_dict(), **pseudo.as_dict()}

@@ -175,8 +175,7 @@ def test_max_positives_scores_the_best_graded_first_and_a_cap_that_removes_nothi
     assert ("q1", "d2") not in capped and ("q1", "d3") in capped and len(capped) == 5
 
 
-def test_combine_scores_joins_caches_of_one_teacher_and_refuses_two_teachers(tiny_train, tmp_path):
-    from dualist.errors import ConfigError
+def test_combine_scores_joins_caches_and_its_fingerprint_follows_theirs(tiny_train, tmp_path):
     from dualist.training import combine_scores
 
     ds, run = tiny_train
@@ -197,6 +196,9 @@ def test_combine_scores_joins_caches_of_one_teacher_and_refuses_two_teachers(tin
     # a pair in both parts keeps the first part's score
     overlap = combine_scores([tmp_path / "c.parquet", tmp_path / "b.parquet"], tmp_path / "cb.parquet", split="train")
     assert overlap.as_dict() == c.as_dict()
-    score_candidates(FakeTeacher("v2"), ds, "train", second, tmp_path / "v2.parquet", depth=3)
-    with pytest.raises(ConfigError, match="different teachers"):
-        combine_scores([tmp_path / "a.parquet", tmp_path / "v2.parquet"], tmp_path / "x.parquet", split="train")
+    assert both.meta["teacher"] == a.meta["teacher"]
+    # caches of two teachers (fold-teachers and the teacher) join too, under neither's fingerprint alone
+    v2 = score_candidates(FakeTeacher("v2"), ds, "train", second, tmp_path / "v2.parquet", depth=3)
+    mixed = combine_scores([tmp_path / "a.parquet", tmp_path / "v2.parquet"], tmp_path / "x.parquet", split="train")
+    assert mixed.as_dict() == {**a.as_dict(), **v2.as_dict()}
+    assert mixed.meta["teacher"] not in (a.meta["teacher"], v2.meta["teacher"]) and mixed.fingerprint != both.fingerprint

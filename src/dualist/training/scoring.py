@@ -301,21 +301,20 @@ def score_candidates(teacher: Any, dataset: Any, split: str, run: Mapping[str, M
 
 def combine_scores(paths: Sequence[str | Path], out_path: str | Path, *, split: str) -> TeacherScores:
     """One cache of every pair in the caches at ``paths`` (e.g. a split's scores and those of the queries
-    added to it), for training on ``split``; all must come from the same teacher.
+    added to it), for training on ``split``.
 
     Its fingerprint is made from theirs, so a student trained on it is retrained when any part changes.
-    A pair held by two caches keeps the first one's score.
+    The parts may come from different teachers (cross-fitted fold-teachers for the judged queries, the
+    teacher for queries none of them saw); ``teacher`` is then the fingerprint of their list. A pair held
+    by two caches keeps the first one's score.
     """
     import pyarrow as pa
 
-    from dualist.errors import ConfigError
-
     parts = [TeacherScores.load(p) for p in paths]
-    teachers = {part.meta.get("teacher") for part in parts}
-    if len(teachers) != 1:
-        raise ConfigError(f"combine_scores: {', '.join(map(str, paths))} were scored by different teachers")
+    teachers = [part.meta.get("teacher") for part in parts]
     depths = {part.meta.get("depth") for part in parts}
-    meta = {"teacher": teachers.pop(), "candidates": fingerprint_obj([p.meta.get("candidates") for p in parts]),
+    meta = {"teacher": teachers[0] if len(set(teachers)) == 1 else fingerprint_obj(teachers),
+            "candidates": fingerprint_obj([p.meta.get("candidates") for p in parts]),
             "depth": depths.pop() if len(depths) == 1 else None,
             "positives": fingerprint_obj([p.meta.get("positives") for p in parts]), "split": split,
             "parts": [str(p) for p in paths]}
