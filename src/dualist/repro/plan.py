@@ -244,7 +244,7 @@ def run_repro(args: ReproArgs) -> dict[str, Any]:
     pseudo: Pseudo | None = None
     if prof.pseudo_queries > 0:
         with timer.stage("pseudo queries"):
-            pseudo = _pseudo(ds, prof, args, work, teacher, scores, train_cands, samples)
+            pseudo = _pseudo(ds, prof, args, work, teacher, scores, samples)
     # Students trained with frozen bottom layers share them with each other and with their zero-shot
     # start: a text goes through those layers once for every student's training, dev evaluations and
     # test evaluation (a speed setting: results equal within float rounding).
@@ -335,7 +335,7 @@ class Pseudo:
 
 
 def _pseudo(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, teacher: Path, scores: Path,
-            train_cands: Path, samples: Samples) -> Pseudo:
+            samples: Samples) -> Pseudo:
     """``pseudo_queries`` corpus sentences as training queries: BM25 candidates over the corpus, the
     teacher's scores of their top ``score_depth`` (queries it never trained on), both joined to the
     training queries' (``runs/train+pseudo.trec``, ``scores/train+pseudo.teacher.parquet``)."""
@@ -353,8 +353,7 @@ def _pseudo(ds: Dataset, prof: Profile, args: ReproArgs, work: Path, teacher: Pa
         teacher=teacher, candidates=pseudo_cands, split="pseudo", depth=prof.score_depth,
         batch_size=prof.batch_size_infer, force=True), work / "scores" / "pseudo.teacher.parquet")
     assert pseudo_scores is not None  # unsharded: the whole cache
-    train_run = read_trec_run(train_cands)
-    joined = {**{q: train_run[q] for q in samples.train_run if q in train_run}, **read_trec_run(pseudo_cands)}
+    joined = {**samples.train_run, **read_trec_run(pseudo_cands)}  # the training candidates, BM25's or mined
     candidates = work / "runs" / "train+pseudo.trec"
     write_trec_run(joined, candidates)
     combined = work / "scores" / "train+pseudo.teacher.parquet"

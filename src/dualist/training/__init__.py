@@ -6,7 +6,7 @@
 - :func:`lr_at` — the learning-rate schedule, a pure function of the step.
 - :class:`ExampleSource`, :class:`Batch` — training examples (query, positive, N negatives) per epoch.
 - :func:`score_candidates`, :class:`TeacherScores` — the resumable, fingerprinted teacher score cache;
-  :func:`combine_scores` joins several caches of one teacher.
+  :func:`combine_scores` joins several caches (of one teacher, or of fold-teachers and the teacher).
 - :func:`train_teacher`, :func:`train_student` — the two training stages of docs/architecture.md §1.
 """
 
